@@ -1,0 +1,17 @@
+"""Concurrency locks of a blueprint: the keys an execution must hold before it starts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opsgate.expressions import render
+from opsgate.spec.model import WorkflowSpec
+
+
+def lock_keys(spec: WorkflowSpec, params: Mapping[str, Any]) -> list[str]:
+    """The rendered ``concurrency.locks``; one lock named after the blueprint when none is set."""
+    if spec.concurrency is None:
+        return []
+    keys = [str(render(key, {"params": dict(params)})) for key in spec.concurrency.locks]
+    return keys or [f"workflow:{spec.name}"]

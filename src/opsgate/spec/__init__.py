@@ -1,0 +1,1 @@
+"""The document languages: blueprints, policies and roles, loaded with every issue located."""

@@ -1,0 +1,157 @@
+"""Engines for the two supported databases, and the translation of their failures.
+
+SQLite is the single-node default: WAL so readers never wait for the writer, ``synchronous=FULL``
+so a commit survives a power cut, a busy timeout instead of instant ``database is locked``
+errors, enforced foreign keys, and write transactions that take the write lock at ``BEGIN``
+(``BEGIN IMMEDIATE``) so that two writers queue up instead of failing halfway through.
+PostgreSQL is the multi-replica store, reached through psycopg 3.
+
+Every SQLAlchemy failure that reaches a caller passes through :func:`store_error` first, so the
+message says what to check instead of showing a driver traceback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
+
+from opsgate.errors import StoreError
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+URL_HINT = "write sqlite:///path/to/opsgate.db or postgresql+psycopg://user@host:5432/database"
+#: Execution option that makes a SQLite transaction read-only: ``BEGIN DEFERRED``, no write lock.
+READ_ONLY = "opsgate_read_only"
+_UNDEFINED_TABLE = "42P01"  # PostgreSQL SQLSTATE
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine for ``url`` that has connected once, so a wrong set-up fails at start-up."""
+    parsed = _parse(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
+        _create_parent_directory(parsed)
+        options: dict[str, Any] = {}
+    else:
+        options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise StoreError(f"unusable database URL {_redacted(parsed)}: {exc}; {URL_HINT}") from exc
+    if sqlite:
+        event.listen(engine, "connect", _configure_sqlite_connection)
+        event.listen(engine, "begin", _begin_sqlite_transaction)
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        engine.dispose()
+        raise store_error(exc, engine) from exc
+    return engine
+
+
+def store_error(exc: DBAPIError, engine: Engine) -> StoreError:
+    """A :class:`StoreError` for a driver failure, saying what to check."""
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    sqlite = engine.dialect.name == "sqlite"
+    if "no such table" in detail or getattr(exc.orig, "sqlstate", None) == _UNDEFINED_TABLE:
+        hint = "the database has no opsgate tables yet: run `opsgate db upgrade`"
+    elif "database is locked" in detail:
+        hint = (
+            f"another process held the SQLite write lock for over {SQLITE_BUSY_TIMEOUT_MS} ms; "
+            "retry, and use PostgreSQL when several processes write at once"
+        )
+    elif isinstance(exc, IntegrityError):
+        hint = (
+            "a database constraint refused the change, so nothing was written; the stored "
+            "records disagree with what opsgate expected: report this with the message"
+        )
+    elif sqlite and isinstance(exc, OperationalError):
+        hint = "check that the SQLite file and its directory exist and are readable and writable"
+    elif exc.connection_invalidated or isinstance(exc, OperationalError):
+        hint = (
+            "check that the database server is running and reachable, and that "
+            "OPSGATE_DATABASE_URL names the right host, port, user, password and database"
+        )
+    else:
+        hint = "the database refused the statement; run `opsgate db upgrade` if the schema is old"
+    return StoreError(f"database {_redacted(engine.url)}: {detail}; {hint}")
+
+
+def _redacted(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"OPSGATE_DATABASE_URL {url!r} is not a database URL: {URL_HINT}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        # psycopg 3 is the installed driver; a plain postgresql:// would look for psycopg2.
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise StoreError(f"OPSGATE_DATABASE_URL {url!r} names no SQLite file: {URL_HINT}")
+        return parsed.set(database=str(Path(parsed.database).expanduser()))
+    raise StoreError(f"unsupported database {backend!r} in OPSGATE_DATABASE_URL: {URL_HINT}")
+
+
+def _create_parent_directory(url: URL) -> None:
+    assert url.database is not None
+    directory = Path(url.database).parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {directory} for the SQLite database: {exc}") from exc
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
+    # Let SQLAlchemy's begin event issue BEGIN, instead of pysqlite's own deferred handling.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()
+
+
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch a new database file to WAL, waiting out a process that is switching it too.
+
+    WAL is a property of the file, so once any connection has switched it this is a no-op read.
+    The switch itself needs an exclusive lock for which SQLite does not always call the busy
+    handler: two processes opening a fresh file at once would otherwise see "database is locked".
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _begin_sqlite_transaction(connection: sa.Connection) -> None:
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")

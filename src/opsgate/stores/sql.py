@@ -1,0 +1,1899 @@
+"""The SQL store: everything opsgate keeps, on SQLite or PostgreSQL, in one code path.
+
+Each public method is one transaction and returns domain records (:mod:`opsgate.models`).
+Statements are SQLAlchemy Core on the tables of :mod:`opsgate.stores.tables`: a status change is
+on the hot path, and an ORM session costs several times the commit itself.
+
+A status change is a compare-and-set, ``UPDATE ... WHERE id = :id AND status = :expected``,
+checked first against the machine's transition table; losing the race is a
+:class:`ConflictError` and changes nothing. Every accepted transition appends exactly one event
+in the same transaction. An execution's events are numbered 1, 2, 3 ... without gaps from its
+``last_seq`` column: incrementing it takes the execution's row lock, so events of one execution
+are numbered in commit order, and a transaction that rolls back gives its number back.
+
+Workers own executions through leases (``lease_owner``, ``lease_expires_at``), taken by
+:meth:`SQLStore.claim_executions`. A write given ``lease_owner=`` is *guarded*: it also requires
+that the execution's lease is still that worker's, so a worker whose lease was taken over writes
+nothing. :meth:`SQLStore.apply` writes several changes (of several executions) in one
+transaction, the group commit of the worker's hot path; the single-change methods are batches of
+one through the same code.
+
+Lock order, to keep PostgreSQL free of deadlocks: the execution row first (by numbering the
+event), then the step run or approval row; a batch of several changes locks all its executions
+first, in id order.
+
+Methods are synchronous; the async worker calls them in threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Generic, TypedDict, TypeVar, Unpack
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from opsgate.engine.statuses import (
+    APPROVAL_MACHINE,
+    APPROVAL_TERMINAL,
+    EXECUTION_MACHINE,
+    EXECUTION_TERMINAL,
+    STEP_RUN_MACHINE,
+    STEP_RUN_TERMINAL,
+    ApprovalStatus,
+    ExecutionStatus,
+    Machine,
+    StatusT,
+    StepRunStatus,
+    Trigger,
+    next_status,
+)
+from opsgate.errors import ConflictError, NotFoundError, OpsgateError
+from opsgate.models import (
+    APPROVAL_EVENTS,
+    EXECUTION_EVENTS,
+    FIRE_EVENTS,
+    STEP_RUN_EVENTS,
+    Approval,
+    ApprovalDecision,
+    ApprovalDecisionKind,
+    ApprovalTransition,
+    Approvers,
+    BlueprintSnapshot,
+    Change,
+    Channel,
+    Event,
+    EventType,
+    Execution,
+    ExecutionChanges,
+    ExecutionTransition,
+    FireOutcome,
+    JSONObject,
+    LockHolding,
+    LockStatus,
+    MisfirePolicy,
+    NewEvent,
+    NewStepRun,
+    NewStepRuns,
+    OnTimeout,
+    OverlapPolicy,
+    Page,
+    Schedule,
+    ScheduleFire,
+    StepRun,
+    StepRunChanges,
+    StepRunTransition,
+    WorkflowMetrics,
+    canonical_json,
+    content_digest,
+)
+from opsgate.stores.database import READ_ONLY, create_engine_for, store_error
+from opsgate.stores.migrate import upgrade
+from opsgate.stores.tables import (
+    UTCDateTime,
+    approval_decisions,
+    approvals,
+    blueprint_snapshots,
+    events,
+    executions,
+    locks,
+    schedule_fires,
+    schedules,
+    step_runs,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Clock = Callable[[], datetime]
+MAX_PAGE_SIZE = 500
+#: The statuses in which an execution needs a worker: to start, to go on, to finish its rollback.
+CLAIMABLE: Final = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.ROLLING_BACK)
+#: An execution in these statuses picks up step runs made pending again on its own.
+_ACTIVE: Final = frozenset(
+    {
+        ExecutionStatus.PENDING,
+        ExecutionStatus.RUNNING,
+        ExecutionStatus.WAITING_APPROVAL,
+        ExecutionStatus.PAUSED,
+    }
+)
+
+RecordT = TypeVar("RecordT", bound="DataclassInstance")
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+class ScheduleChanges(TypedDict, total=False):
+    """Schedule fields :meth:`SQLStore.update_schedule` may change."""
+
+    cron: str
+    timezone: str
+    parameters: JSONObject
+    overlap_policy: OverlapPolicy
+    misfire_policy: MisfirePolicy
+    enabled: bool
+    start_at: datetime | None
+    end_at: datetime | None
+    next_fire_at: datetime | None
+    catchup_window_seconds: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Kind(Generic[StatusT]):
+    """What the shared compare-and-set needs to know about one kind of record.
+
+    ``stamps`` gives the bookkeeping columns set by a transition to a status; ``subject`` gives
+    the event's columns (execution, step, target, attempt) and its data from the updated row.
+    """
+
+    table: sa.Table
+    machine: Machine[StatusT]
+    events: Mapping[Trigger, EventType]
+    stamps: Callable[[StatusT, Trigger, datetime], dict[str, Any]]
+    subject: Callable[[sa.Row[Any], JSONObject], dict[str, Any]]
+
+
+def _execution_stamps(new: ExecutionStatus, trigger: Trigger, now: datetime) -> dict[str, Any]:
+    # The event's seq comes from this same UPDATE (RETURNING last_seq).
+    values: dict[str, Any] = {"updated_at": now, "last_seq": executions.c.last_seq + 1}
+    if new is ExecutionStatus.RUNNING:
+        values["started_at"] = _first_time(executions.c.started_at, now)
+    # Leaving a terminal status (a rollback, a rerun) means it is not finished any more.
+    values["finished_at"] = now if new in EXECUTION_TERMINAL else None
+    if trigger is Trigger.RERUN:
+        values["error"] = None
+    return values
+
+
+def _step_run_stamps(new: StepRunStatus, trigger: Trigger, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"updated_at": now}
+    if new is StepRunStatus.RUNNING:
+        values["started_at"] = _first_time(step_runs.c.started_at, now)
+        values["attempt"] = step_runs.c.attempt + 1
+        values["next_attempt_at"] = None
+    if trigger is Trigger.RERUN:
+        # A rerun starts afresh: attempts (and so the retry budget) count from 1 again; the
+        # earlier attempts stay in the event log.
+        values.update(attempt=0, started_at=None, next_attempt_at=None, outputs=None, error=None)
+    values["finished_at"] = now if new in STEP_RUN_TERMINAL else None
+    return values
+
+
+def _approval_stamps(new: ApprovalStatus, _trigger: Trigger, now: datetime) -> dict[str, Any]:
+    return {"decided_at": now} if new in APPROVAL_TERMINAL else {}
+
+
+def _first_time(column: sa.Column[datetime], now: datetime) -> sa.ColumnElement[datetime]:
+    return sa.func.coalesce(column, sa.literal(now, UTCDateTime()))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """One transition, checked against its table: the compare-and-set still to run."""
+
+    kind: _Kind[Any]
+    entity_id: str
+    trigger: Trigger
+    expected: ExecutionStatus | StepRunStatus | ApprovalStatus
+    new: ExecutionStatus | StepRunStatus | ApprovalStatus
+    actor: str
+    data: JSONObject
+    owner: str | None
+    changes: Mapping[str, Any]
+
+
+_EXECUTION = _Kind(
+    executions,
+    EXECUTION_MACHINE,
+    EXECUTION_EVENTS,
+    _execution_stamps,
+    lambda row, data: {"execution_id": row.id, "data": data},
+)
+_STEP_RUN = _Kind(
+    step_runs,
+    STEP_RUN_MACHINE,
+    STEP_RUN_EVENTS,
+    _step_run_stamps,
+    lambda row, data: {
+        "execution_id": row.execution_id,
+        "step_id": row.step_id,
+        "target": row.target,
+        "attempt": row.attempt,
+        "data": {"step_run_id": row.id, **data},
+    },
+)
+_APPROVAL = _Kind(
+    approvals,
+    APPROVAL_MACHINE,
+    APPROVAL_EVENTS,
+    _approval_stamps,
+    lambda row, data: {
+        "execution_id": row.execution_id,
+        "step_id": row.step_id,
+        "data": {"approval_id": row.id, **data},
+    },
+)
+
+
+class SQLStore:
+    """opsgate's records on SQLite (one node) or PostgreSQL (several replicas).
+
+    ``clock`` stamps every ``created_at``, ``updated_at`` and event time; tests inject their own.
+    """
+
+    def __init__(self, engine: sa.Engine, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    @classmethod
+    def open(cls, url: str, *, clock: Clock = utc_now) -> SQLStore:
+        """A store on the database at ``url`` (see :func:`create_engine_for`)."""
+        return cls(create_engine_for(url), clock=clock)
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    def migrate(self) -> str:
+        """Upgrade the schema to the newest revision; returns that revision."""
+        return upgrade(self._engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    # -- blueprint snapshots -------------------------------------------------------------------
+
+    def save_snapshot(self, name: str, version: str, content: JSONObject) -> BlueprintSnapshot:
+        """Keep ``content`` under its digest; saving the same content again changes nothing."""
+        digest = content_digest(content)
+        with self._transaction() as conn:
+            conn.execute(
+                _insert(conn, blueprint_snapshots)
+                .values(
+                    digest=digest,
+                    name=name,
+                    version=version,
+                    content=dict(content),
+                    created_at=self._clock(),
+                )
+                .on_conflict_do_nothing(index_elements=["digest"])
+            )
+            return _snapshot_in(conn, digest)
+
+    def get_snapshot(self, digest: str) -> BlueprintSnapshot:
+        with self._transaction(read_only=True) as conn:
+            return _snapshot_in(conn, digest)
+
+    # -- executions ----------------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        *,
+        workflow_name: str,
+        blueprint_digest: str,
+        parameters: JSONObject,
+        requested_by: str,
+        idempotency_key: str | None = None,
+        plan_digest: str | None = None,
+        parent_execution_id: str | None = None,
+        schedule_id: str | None = None,
+        deadline_at: datetime | None = None,
+    ) -> tuple[Execution, bool]:
+        """Create a pending execution and its ``execution.created`` event (seq 1).
+
+        With an ``idempotency_key``, repeating the same request (same principal, key, blueprint
+        and parameters) returns the execution created the first time, and ``False`` as second
+        item; the same key with another blueprint or other parameters is a :class:`ConflictError`.
+        """
+        now = self._clock()
+        execution_id = _new_id("exe")
+        with self._transaction() as conn:
+            row = conn.execute(
+                _insert(conn, executions)
+                .values(
+                    id=execution_id,
+                    workflow_name=workflow_name,
+                    blueprint_digest=blueprint_digest,
+                    parameters=dict(parameters),
+                    status=ExecutionStatus.PENDING,
+                    requested_by=requested_by,
+                    idempotency_key=idempotency_key,
+                    plan_digest=plan_digest,
+                    parent_execution_id=parent_execution_id,
+                    schedule_id=schedule_id,
+                    last_seq=1,
+                    created_at=now,
+                    deadline_at=deadline_at,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["requested_by", "idempotency_key"])
+                .returning(*executions.c)
+            ).one_or_none()
+            if row is None:
+                existing = conn.execute(
+                    sa.select(executions).where(
+                        executions.c.requested_by == requested_by,
+                        executions.c.idempotency_key == idempotency_key,
+                    )
+                ).one()
+                _check_same_request(existing, blueprint_digest, parameters)
+                return _record(Execution, existing), False
+            _insert_event(
+                conn,
+                execution_id=execution_id,
+                seq=1,
+                event_type=EventType.EXECUTION_CREATED,
+                actor=requested_by,
+                occurred_at=now,
+                data={
+                    "workflow_name": workflow_name,
+                    "blueprint_digest": blueprint_digest,
+                    "parameters": dict(parameters),
+                    "idempotency_key": idempotency_key,
+                    "plan_digest": plan_digest,
+                    "parent_execution_id": parent_execution_id,
+                    "schedule_id": schedule_id,
+                },
+            )
+            return _record(Execution, row), True
+
+    def get_execution(self, execution_id: str) -> Execution:
+        with self._transaction(read_only=True) as conn:
+            return _record(Execution, _get_row(conn, executions, "execution", execution_id))
+
+    def list_executions(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ExecutionStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Execution]:
+        """Executions, newest first, a page at a time (keyset pagination: stable under inserts)."""
+        _check_limit(limit)
+        query = sa.select(executions)
+        if workflow_name is not None:
+            query = query.where(executions.c.workflow_name == workflow_name)
+        if status is not None:
+            query = query.where(executions.c.status == status)
+        if cursor is not None:
+            created_at, last_id = _decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    executions.c.created_at < created_at,
+                    sa.and_(executions.c.created_at == created_at, executions.c.id < last_id),
+                )
+            )
+        query = query.order_by(executions.c.created_at.desc(), executions.c.id.desc())
+        with self._transaction(read_only=True) as conn:
+            rows = conn.execute(query.limit(limit + 1)).all()
+        items = [_record(Execution, row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+        return Page(items, next_cursor)
+
+    def transition_execution(
+        self,
+        execution_id: str,
+        trigger: Trigger,
+        *,
+        expected: ExecutionStatus,
+        actor: str,
+        data: JSONObject | None = None,
+        lease_owner: str | None = None,
+        **changes: Unpack[ExecutionChanges],
+    ) -> tuple[Execution, Event]:
+        """Apply ``trigger`` if the execution is still ``expected``; append its event.
+
+        ``started_at`` is stamped on the first start and ``finished_at`` on reaching a terminal
+        status (and cleared on leaving one). With ``lease_owner``, only while that worker holds the
+        execution's lease. :class:`InvalidTransitionError` if the table refuses the transition,
+        :class:`ConflictError` if the execution is no longer ``expected`` or the lease is lost.
+        """
+        change = ExecutionTransition(
+            execution_id=execution_id,
+            trigger=trigger,
+            expected=expected,
+            actor=actor,
+            data=data,
+            lease_owner=lease_owner,
+            changes=changes,
+        )
+        with self._transaction() as conn:
+            [(row, event)] = self._write(conn, [change])
+            assert row is not None and event is not None
+            return _record(Execution, row), event
+
+    def execution_status(self, execution_id: str) -> tuple[Execution, list[StepRun]]:
+        """An execution and its step runs (in :meth:`list_step_runs` order), read together."""
+        with self._transaction(read_only=True, snapshot=True) as conn:
+            execution = _get_row(conn, executions, "execution", execution_id)
+            rows = conn.execute(_step_runs_of(execution_id)).all()
+        return _record(Execution, execution), [_record(StepRun, row) for row in rows]
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def claim_executions(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        limit: int,
+        statuses: Collection[ExecutionStatus] = CLAIMABLE,
+    ) -> list[Execution]:
+        """Take the leases of up to ``limit`` executions that need a worker, oldest first.
+
+        Claimable: in one of ``statuses``, lease free (no owner, no expiry, or expired at or
+        before now), awake (``wake_at`` unset or at or before now), and, when pending, not queued
+        for a concurrency lock (it becomes claimable when promoted). Two workers never claim the
+        same execution: PostgreSQL skips rows another claim has locked (``SKIP LOCKED``); SQLite
+        runs one writer at a time. Claiming changes no status and appends no event.
+        """
+        _check_lease(lease_seconds)
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        now = self._clock()
+        chosen = (
+            sa.select(executions.c.id)
+            .where(_claimable(statuses, now))
+            .order_by(executions.c.created_at, executions.c.id)
+            .limit(limit)
+            # FOR NO KEY UPDATE: an UPDATE's own lock, which lets others insert events meanwhile.
+            .with_for_update(skip_locked=True, key_share=True, of=executions)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(
+                sa.update(executions)
+                .where(executions.c.id.in_(chosen))
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
+                .returning(*executions.c)
+            ).all()
+        claimed = [_record(Execution, row) for row in rows]
+        return sorted(claimed, key=lambda execution: (execution.created_at, execution.id))
+
+    def renew_lease(self, execution_id: str, owner: str, *, lease_seconds: float) -> Execution:
+        """Extend ``owner``'s lease to now + ``lease_seconds``; returns the execution as it is now.
+
+        The record shows changes made by others meanwhile (a cancel, a pause): act on its status.
+        An expired lease that nobody claimed yet is still ``owner``'s. :class:`ConflictError` when
+        the lease is someone else's or was released: stop driving the execution.
+        """
+        _check_lease(lease_seconds)
+        now = self._clock()
+        with self._transaction() as conn:
+            return _record(
+                Execution,
+                _update_leased(
+                    conn,
+                    execution_id,
+                    owner,
+                    "renew the lease of",
+                    {"lease_expires_at": now + timedelta(seconds=lease_seconds), "updated_at": now},
+                ),
+            )
+
+    def release_lease(
+        self, execution_id: str, owner: str, *, wake_at: datetime | None = None
+    ) -> Execution:
+        """Give up ``owner``'s lease; no worker claims the execution again before ``wake_at``.
+
+        ``wake_at`` ``None`` makes it claimable at once. :class:`ConflictError` when the lease is
+        no longer ``owner``'s.
+        """
+        with self._transaction() as conn:
+            return _record(
+                Execution,
+                _update_leased(
+                    conn,
+                    execution_id,
+                    owner,
+                    "release the lease of",
+                    {
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "wake_at": wake_at,
+                        "updated_at": self._clock(),
+                    },
+                ),
+            )
+
+    def next_wake_at(self, *, statuses: Collection[ExecutionStatus] = CLAIMABLE) -> datetime | None:
+        """When :meth:`claim_executions` next finds something: a worker may sleep until then.
+
+        The earliest instant at which an execution in ``statuses`` is both awake and free of a
+        lease (a lease expiring counts: its worker may have died); now when one is claimable
+        already; ``None`` when none will be without a new write (which the writer signals).
+        Pending executions queued for a lock are left out, like in the claim.
+        """
+        now = self._clock()
+        owned = sa.and_(
+            executions.c.lease_owner.is_not(None), executions.c.lease_expires_at.is_not(None)
+        )
+        # The later of wake_at and the lease's expiry; NULL when neither is in the way.
+        claimable_at = sa.case(
+            (~owned, executions.c.wake_at),
+            (
+                sa.or_(
+                    executions.c.wake_at.is_(None),
+                    executions.c.wake_at < executions.c.lease_expires_at,
+                ),
+                executions.c.lease_expires_at,
+            ),
+            else_=executions.c.wake_at,
+        )
+        query = sa.select(
+            sa.func.count(), sa.func.count(claimable_at), sa.func.min(claimable_at)
+        ).where(
+            sa.or_(
+                sa.and_(executions.c.status.in_(statuses), _not_queued_for_a_lock()),
+                _abandoned(),
+            )
+        )
+        with self._transaction(read_only=True) as conn:
+            candidates, waiting, earliest = conn.execute(query).one()
+        if candidates == 0:
+            return None
+        if waiting < candidates:  # one is neither asleep nor leased
+            return now
+        assert isinstance(earliest, datetime)
+        return max(earliest, now)
+
+    # -- step runs -----------------------------------------------------------------------------
+
+    def create_step_runs(
+        self, execution_id: str, runs: Sequence[NewStepRun], *, lease_owner: str | None = None
+    ) -> list[StepRun]:
+        """Create pending step runs; runs that exist already are returned as they are.
+
+        Creating the same runs again (a worker replaying after a crash) is harmless. With
+        ``lease_owner``, only while that worker holds the execution's lease.
+        """
+        change = NewStepRuns(execution_id=execution_id, runs=tuple(runs), lease_owner=lease_owner)
+        with self._transaction() as conn:
+            self._write(conn, [change])
+            rows = conn.execute(
+                sa.select(step_runs).where(step_runs.c.execution_id == execution_id)
+            ).all()
+        by_key = {(row.step_id, row.item_key): row for row in rows}
+        return [_record(StepRun, by_key[run.step_id, run.item_key]) for run in runs]
+
+    def get_step_run(self, step_run_id: str) -> StepRun:
+        with self._transaction(read_only=True) as conn:
+            return _record(StepRun, _get_row(conn, step_runs, "step run", step_run_id))
+
+    def list_step_runs(self, execution_id: str) -> list[StepRun]:
+        """The step runs of an execution, by creation time, then step and item."""
+        with self._transaction(read_only=True) as conn:
+            _get_row(conn, executions, "execution", execution_id)
+            rows = conn.execute(_step_runs_of(execution_id)).all()
+        return [_record(StepRun, row) for row in rows]
+
+    def transition_step_run(
+        self,
+        step_run_id: str,
+        trigger: Trigger,
+        *,
+        expected: StepRunStatus,
+        actor: str,
+        data: JSONObject | None = None,
+        lease_owner: str | None = None,
+        **changes: Unpack[StepRunChanges],
+    ) -> tuple[StepRun, Event]:
+        """Apply ``trigger`` if the step run is still ``expected``; append its event.
+
+        Each start counts an attempt and clears ``next_attempt_at``; ``started_at`` is the first
+        start, ``finished_at`` is stamped on reaching a terminal status. A rerun makes the run
+        pending afresh: no attempts, no times, outputs or error. With ``lease_owner``, only while
+        that worker holds the lease of the step run's execution.
+        """
+        change = StepRunTransition(
+            step_run_id=step_run_id,
+            trigger=trigger,
+            expected=expected,
+            actor=actor,
+            data=data,
+            lease_owner=lease_owner,
+            changes=changes,
+        )
+        with self._transaction() as conn:
+            [(row, event)] = self._write(conn, [change])
+            assert row is not None and event is not None
+            return _record(StepRun, row), event
+
+    def rerun_step(
+        self, execution_id: str, step_id: str, *, actor: str
+    ) -> tuple[Execution, list[StepRun]]:
+        """An operator's ``retry_step``: make the step's ended-badly runs pending again.
+
+        Runs that failed, timed out, were interrupted or cancelled start afresh (attempts count
+        from 1 again; the event keeps the status and attempts they had). A failed execution runs
+        again with them (``execution.rerun``, after their events), in the same transaction; an
+        execution that is still active just picks them up. :class:`NotFoundError` for a step
+        without runs, :class:`ConflictError` when none of its runs can be rerun,
+        :class:`InvalidTransitionError` when the execution cannot run again (succeeded, cancelled,
+        rolling back or rolled back).
+        """
+        rerunnable = {
+            status for status, trigger in STEP_RUN_MACHINE.transitions if trigger is Trigger.RERUN
+        }
+        with self._transaction() as conn:
+            execution = _get_row(conn, executions, "execution", execution_id)
+            runs = conn.execute(_step_runs_of(execution_id)).all()
+            mine = [run for run in runs if run.step_id == step_id]
+            if not mine:
+                raise NotFoundError(
+                    f"step of execution {execution_id}", step_id, {run.step_id for run in runs}
+                )
+            again = [run for run in mine if run.status in rerunnable]
+            if not again:
+                statuses = ", ".join(sorted({str(run.status) for run in mine}))
+                raise ConflictError(
+                    f"step {step_id} of execution {execution_id} has no run to rerun (its runs "
+                    f"are {statuses}); only failed, timed-out, interrupted or cancelled runs can "
+                    "be rerun: read the execution's status to see what it is doing"
+                )
+            changes: list[Change] = [
+                StepRunTransition(
+                    step_run_id=run.id,
+                    trigger=Trigger.RERUN,
+                    expected=run.status,
+                    actor=actor,
+                    data={"previous_status": run.status, "previous_attempts": run.attempt},
+                )
+                for run in again
+            ]
+            if execution.status not in _ACTIVE:
+                # Last, so that the row it returns has the execution's final last_seq.
+                changes.append(
+                    ExecutionTransition(
+                        execution_id=execution_id,
+                        trigger=Trigger.RERUN,
+                        expected=execution.status,
+                        actor=actor,
+                        data={"step_id": step_id},
+                        changes={"wake_at": None},
+                    )
+                )
+            rows = [row for row, _event in self._write(conn, changes) if row is not None]
+            if len(rows) > len(again):
+                execution = rows.pop()
+            else:  # its last_seq moved with the step runs' events
+                execution = _get_row(conn, executions, "execution", execution_id)
+        return _record(Execution, execution), [_record(StepRun, row) for row in rows]
+
+    # -- events --------------------------------------------------------------------------------
+
+    def append_event(
+        self,
+        execution_id: str,
+        event_type: EventType,
+        *,
+        actor: str,
+        data: JSONObject | None = None,
+        step_id: str | None = None,
+        target: str | None = None,
+        attempt: int | None = None,
+        lease_owner: str | None = None,
+        **changes: Unpack[ExecutionChanges],
+    ) -> Event:
+        """Append an event that changes no status (``step.progressed``, ``lock.*``).
+
+        ``changes`` update the execution in the same statement that numbers the event, for
+        instance ``current_sub_task`` and ``progress`` with ``step.progressed``. With
+        ``lease_owner``, only while that worker holds the execution's lease.
+        """
+        change = NewEvent(
+            execution_id=execution_id,
+            type=event_type,
+            actor=actor,
+            data=data,
+            step_id=step_id,
+            target=target,
+            attempt=attempt,
+            lease_owner=lease_owner,
+            changes=changes,
+        )
+        with self._transaction() as conn:
+            [(_row, event)] = self._write(conn, [change])
+            assert event is not None
+            return event
+
+    def apply(self, changes: Sequence[Change]) -> list[Event]:
+        """Write ``changes`` in one transaction, in order; their events, in order.
+
+        The group commit of a worker driving many executions: each transition is still a
+        compare-and-set with its event, and each execution's events are still numbered without
+        gaps, in the order of ``changes``. All or nothing: when one change is refused
+        (:class:`InvalidTransitionError` before anything is written, :class:`ConflictError` or
+        :class:`NotFoundError` on the way), nothing of the batch is written and the error names
+        the change by its position. :class:`NewStepRuns` appends no event.
+        """
+        if not changes:
+            return []
+        with self._transaction() as conn:
+            written = self._write(conn, changes)
+        return [event for _row, event in written if event is not None]
+
+    def list_events(
+        self, execution_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[Event]:
+        """The execution's events with ``seq > after_seq``, in order."""
+        _check_limit(limit)
+        with self._transaction(read_only=True) as conn:
+            rows = conn.execute(
+                sa.select(events)
+                .where(events.c.execution_id == execution_id, events.c.seq > after_seq)
+                .order_by(events.c.seq)
+                .limit(limit)
+            ).all()
+            if not rows:
+                _get_row(conn, executions, "execution", execution_id)
+        return [_record(Event, row) for row in rows]
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    def create_approval(
+        self,
+        *,
+        execution_id: str,
+        step_id: str,
+        digest: str,
+        approvers: Approvers,
+        quorum: int,
+        allow_self_approval: bool,
+        requested_by: str,
+        on_timeout: OnTimeout,
+        actor: str,
+        deadline_at: datetime | None = None,
+        escalate_to: Approvers | None = None,
+        response_schema: JSONObject | None = None,
+        previous_approval_id: str | None = None,
+    ) -> tuple[Approval, Event]:
+        """Open a pending approval for a step, with its ``approval.requested`` event."""
+        now = self._clock()
+        approval_id = _new_id("apr")
+        with self._transaction() as conn:
+            seq = _next_seq(conn, execution_id, now, {})
+            row = conn.execute(
+                sa.insert(approvals)
+                .values(
+                    id=approval_id,
+                    execution_id=execution_id,
+                    step_id=step_id,
+                    status=ApprovalStatus.PENDING,
+                    digest=digest,
+                    approvers=_approvers_document(approvers),
+                    quorum=quorum,
+                    allow_self_approval=allow_self_approval,
+                    response_schema=None if response_schema is None else dict(response_schema),
+                    deadline_at=deadline_at,
+                    on_timeout=on_timeout,
+                    escalate_to=None if escalate_to is None else _approvers_document(escalate_to),
+                    requested_by=requested_by,
+                    previous_approval_id=previous_approval_id,
+                    created_at=now,
+                )
+                .returning(*approvals.c)
+            ).one()
+            event = _insert_event(
+                conn,
+                execution_id=execution_id,
+                seq=seq,
+                event_type=EventType.APPROVAL_REQUESTED,
+                actor=actor,
+                occurred_at=now,
+                step_id=step_id,
+                data={
+                    "approval_id": approval_id,
+                    "approvers": _approvers_document(approvers),
+                    "quorum": quorum,
+                    "deadline_at": None if deadline_at is None else deadline_at.isoformat(),
+                    "previous_approval_id": previous_approval_id,
+                },
+            )
+            return _approvals_with_decisions(conn, [row])[0], event
+
+    def get_approval(self, approval_id: str) -> Approval:
+        """An approval with its decisions."""
+        with self._transaction(read_only=True) as conn:
+            row = _get_row(conn, approvals, "approval", approval_id)
+            return _approvals_with_decisions(conn, [row])[0]
+
+    def list_approvals(
+        self, *, status: ApprovalStatus | None = None, execution_id: str | None = None
+    ) -> list[Approval]:
+        """Approvals with their decisions, oldest first."""
+        query = sa.select(approvals).order_by(approvals.c.created_at, approvals.c.id)
+        if status is not None:
+            query = query.where(approvals.c.status == status)
+        if execution_id is not None:
+            query = query.where(approvals.c.execution_id == execution_id)
+        with self._transaction(read_only=True) as conn:
+            return _approvals_with_decisions(conn, conn.execute(query).all())
+
+    def add_decision(
+        self,
+        approval_id: str,
+        *,
+        principal: str,
+        decision: ApprovalDecisionKind,
+        channel: Channel,
+        comment: str | None = None,
+        response: JSONObject | None = None,
+    ) -> ApprovalDecision:
+        """Record one principal's decision on a pending approval, with its event.
+
+        Decisions are append-only: the same principal making the same decision again returns the
+        first record. A decided approval takes no more decisions (:class:`ConflictError`).
+        Whether the principal may decide, and whether the quorum is reached, is the caller's
+        business; decisions and transitions of one execution's approvals take turns.
+        """
+        now = self._clock()
+        with self._transaction() as conn:
+            # Lock the execution row first, as every writer of its events does: the approval's
+            # transitions take it too, so the status read next stays true until commit.
+            locked = conn.execute(
+                sa.select(executions.c.id)
+                .where(
+                    executions.c.id
+                    == sa.select(approvals.c.execution_id)
+                    .where(approvals.c.id == approval_id)
+                    .scalar_subquery()
+                )
+                .with_for_update()
+            ).scalar_one_or_none()
+            if locked is None:
+                raise NotFoundError("approval", approval_id)
+            approval = _get_row(conn, approvals, "approval", approval_id)
+            existing = conn.execute(
+                sa.select(approval_decisions).where(
+                    approval_decisions.c.approval_id == approval_id,
+                    approval_decisions.c.principal == principal,
+                    approval_decisions.c.decision == decision,
+                )
+            ).one_or_none()
+            if existing is not None:
+                return _record(ApprovalDecision, existing)
+            if approval.status is not ApprovalStatus.PENDING:
+                raise ConflictError(
+                    f"approval {approval_id} is already {approval.status} and takes no more "
+                    "decisions; list the pending approvals to find the current one"
+                )
+            seq = _next_seq(conn, approval.execution_id, now, {})
+            row = conn.execute(
+                sa.insert(approval_decisions)
+                .values(
+                    approval_id=approval_id,
+                    principal=principal,
+                    decision=decision,
+                    comment=comment,
+                    channel=channel,
+                    response=None if response is None else dict(response),
+                    decided_at=now,
+                )
+                .returning(*approval_decisions.c)
+            ).one()
+            _insert_event(
+                conn,
+                execution_id=approval.execution_id,
+                seq=seq,
+                event_type=EventType.APPROVAL_DECISION_RECORDED,
+                actor=principal,
+                occurred_at=now,
+                step_id=approval.step_id,
+                data={
+                    "approval_id": approval_id,
+                    "decision": decision,
+                    "channel": channel,
+                    "comment": comment,
+                },
+            )
+            return _record(ApprovalDecision, row)
+
+    def transition_approval(
+        self,
+        approval_id: str,
+        trigger: Trigger,
+        *,
+        expected: ApprovalStatus,
+        actor: str,
+        data: JSONObject | None = None,
+        lease_owner: str | None = None,
+    ) -> tuple[Approval, Event]:
+        """Decide an approval (grant, reject, expire, ...) if it is still ``expected``."""
+        change = ApprovalTransition(
+            approval_id=approval_id,
+            trigger=trigger,
+            expected=expected,
+            actor=actor,
+            data=data,
+            lease_owner=lease_owner,
+        )
+        with self._transaction() as conn:
+            [(row, event)] = self._write(conn, [change])
+            assert row is not None and event is not None
+            return _approvals_with_decisions(conn, [row])[0], event
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        *,
+        workflow_name: str,
+        cron: str,
+        timezone: str,
+        parameters: JSONObject,
+        owner: str,
+        overlap_policy: OverlapPolicy,
+        misfire_policy: MisfirePolicy,
+        catchup_window_seconds: int,
+        next_fire_at: datetime | None,
+        enabled: bool = True,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+    ) -> Schedule:
+        """Save a schedule with its ``schedule.created`` event; the scheduler computes the times."""
+        now = self._clock()
+        values = {
+            "workflow_name": workflow_name,
+            "cron": cron,
+            "timezone": timezone,
+            "parameters": dict(parameters),
+            "owner": owner,
+            "overlap_policy": overlap_policy,
+            "misfire_policy": misfire_policy,
+            "catchup_window_seconds": catchup_window_seconds,
+            "next_fire_at": next_fire_at,
+            "enabled": enabled,
+            "start_at": start_at,
+            "end_at": end_at,
+        }
+        with self._transaction() as conn:
+            row = conn.execute(
+                sa.insert(schedules)
+                .values(id=_new_id("sch"), created_at=now, updated_at=now, **values)
+                .returning(*schedules.c)
+            ).one()
+            _insert_schedule_event(conn, row.id, EventType.SCHEDULE_CREATED, owner, now, values)
+            return _record(Schedule, row)
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        """A schedule that exists and is not deleted."""
+        with self._transaction(read_only=True) as conn:
+            return _record(Schedule, _live_schedule(conn, schedule_id))
+
+    def list_schedules(self, *, workflow_name: str | None = None) -> list[Schedule]:
+        """Schedules that are not deleted, oldest first."""
+        query = (
+            sa.select(schedules)
+            .where(schedules.c.deleted_at.is_(None))
+            .order_by(schedules.c.created_at, schedules.c.id)
+        )
+        if workflow_name is not None:
+            query = query.where(schedules.c.workflow_name == workflow_name)
+        with self._transaction(read_only=True) as conn:
+            return [_record(Schedule, row) for row in conn.execute(query).all()]
+
+    def update_schedule(
+        self, schedule_id: str, *, actor: str, **changes: Unpack[ScheduleChanges]
+    ) -> Schedule:
+        """Change a schedule; the ``schedule.updated`` event lists the new values."""
+        now = self._clock()
+        with self._transaction() as conn:
+            _live_schedule(conn, schedule_id)
+            row = conn.execute(
+                sa.update(schedules)
+                .where(schedules.c.id == schedule_id)
+                .values(updated_at=now, **changes)
+                .returning(*schedules.c)
+            ).one()
+            _insert_schedule_event(
+                conn, schedule_id, EventType.SCHEDULE_UPDATED, actor, now, dict(changes)
+            )
+            return _record(Schedule, row)
+
+    def delete_schedule(self, schedule_id: str, *, actor: str) -> Schedule:
+        """Delete a schedule softly: it never fires again, and its history keeps pointing at it."""
+        now = self._clock()
+        with self._transaction() as conn:
+            _live_schedule(conn, schedule_id)
+            row = conn.execute(
+                sa.update(schedules)
+                .where(schedules.c.id == schedule_id)
+                .values(deleted_at=now, enabled=False, next_fire_at=None, updated_at=now)
+                .returning(*schedules.c)
+            ).one()
+            _insert_schedule_event(conn, schedule_id, EventType.SCHEDULE_DELETED, actor, now, {})
+            return _record(Schedule, row)
+
+    def record_fire(
+        self,
+        schedule_id: str,
+        fire_at: datetime,
+        outcome: FireOutcome,
+        *,
+        next_fire_at: datetime | None,
+        execution_id: str | None = None,
+        actor: str = "scheduler",
+    ) -> ScheduleFire:
+        """Record that ``fire_at`` was handled, and move the schedule on to ``next_fire_at``.
+
+        A fire time is recorded once: a second record of the same one is a
+        :class:`ConflictError`. Together with an idempotency key derived from the fire time for
+        the execution it starts, this makes each fire start at most one execution.
+        """
+        now = self._clock()
+        with self._transaction() as conn:
+            _live_schedule(conn, schedule_id)
+            row = conn.execute(
+                _insert(conn, schedule_fires)
+                .values(
+                    schedule_id=schedule_id,
+                    fire_at=fire_at,
+                    outcome=outcome,
+                    execution_id=execution_id,
+                    recorded_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["schedule_id", "fire_at"])
+                .returning(*schedule_fires.c)
+            ).one_or_none()
+            if row is None:
+                raise ConflictError(
+                    f"schedule {schedule_id} already recorded its fire at {fire_at.isoformat()}; "
+                    "another scheduler handled it, so do not start it again"
+                )
+            conn.execute(
+                sa.update(schedules)
+                .where(schedules.c.id == schedule_id)
+                .values(
+                    last_fire_at=fire_at,
+                    last_outcome=outcome,
+                    next_fire_at=next_fire_at,
+                    updated_at=now,
+                )
+            )
+            _insert_schedule_event(
+                conn,
+                schedule_id,
+                FIRE_EVENTS[outcome],
+                actor,
+                now,
+                {"fire_at": fire_at, "execution_id": execution_id, "next_fire_at": next_fire_at},
+            )
+            return _record(ScheduleFire, row)
+
+    # -- concurrency locks ---------------------------------------------------------------------
+
+    def acquire_lock(
+        self, key: str, execution_id: str, *, max_concurrent: int = 1, actor: str
+    ) -> LockHolding:
+        """Hold one of ``max_concurrent`` places on ``key``, or queue for one.
+
+        The queue is first come, first served: a newcomer queues behind waiting executions even
+        when a place is free. Asking again returns the execution's current place unchanged.
+        """
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent of lock {key!r} must be at least 1")
+        now = self._clock()
+        with self._transaction() as conn:
+            _serialize_on_lock_key(conn, key)
+            existing = conn.execute(
+                sa.select(locks).where(locks.c.key == key, locks.c.execution_id == execution_id)
+            ).one_or_none()
+            if existing is not None:
+                return _record(LockHolding, existing)
+            held, queued = _lock_counts(conn, key)
+            status = LockStatus.HELD if held < max_concurrent and not queued else LockStatus.QUEUED
+            row = conn.execute(
+                sa.insert(locks)
+                .values(
+                    key=key,
+                    execution_id=execution_id,
+                    status=status,
+                    max_concurrent=max_concurrent,
+                    enqueued_at=now,
+                    acquired_at=now if status is LockStatus.HELD else None,
+                )
+                .returning(*locks.c)
+            ).one()
+            event_type = (
+                EventType.LOCK_ACQUIRED if status is LockStatus.HELD else EventType.LOCK_QUEUED
+            )
+            _lock_event(conn, execution_id, event_type, actor, key, now)
+            return _record(LockHolding, row)
+
+    def release_locks(self, execution_id: str, *, actor: str) -> list[LockHolding]:
+        """Give up every lock place (held or queued) of an execution; returns the promotions.
+
+        Each freed place goes to the longest-waiting execution of that key, whose
+        ``lock.acquired`` event is appended here too, so the caller only has to wake them.
+        """
+        now = self._clock()
+        promoted: list[LockHolding] = []
+        with self._transaction() as conn:
+            keys = (
+                conn.execute(
+                    sa.select(locks.c.key)
+                    .where(locks.c.execution_id == execution_id)
+                    .order_by(locks.c.key)
+                )
+                .scalars()
+                .all()
+            )
+            # Every key first, in sorted order, before any execution row is locked: so two releases,
+            # or a release and an acquire, never wait for each other in opposite orders.
+            for key in keys:
+                _serialize_on_lock_key(conn, key)
+            for key in keys:
+                conn.execute(
+                    sa.delete(locks).where(locks.c.key == key, locks.c.execution_id == execution_id)
+                )
+                _lock_event(conn, execution_id, EventType.LOCK_RELEASED, actor, key, now)
+                promoted += _promote_queued(conn, key, actor, now)
+        return promoted
+
+    # -- read models ---------------------------------------------------------------------------
+
+    def workflow_metrics(
+        self, workflow_name: str | None = None, since: datetime | None = None
+    ) -> list[WorkflowMetrics]:
+        """How each workflow's executions created at or after ``since`` went, by workflow name.
+
+        Counts are grouped in SQL; percentiles are computed here from the fetched durations, the
+        same way on both databases. A named workflow without executions gets a record of zeros.
+        """
+        scope: list[sa.ColumnElement[bool]] = []
+        if workflow_name is not None:
+            scope.append(executions.c.workflow_name == workflow_name)
+        if since is not None:
+            scope.append(executions.c.created_at >= since)
+        name = executions.c.workflow_name
+        with self._transaction(read_only=True, snapshot=True) as conn:
+            counts = conn.execute(
+                sa.select(name, executions.c.status, sa.func.count())
+                .where(*scope)
+                .group_by(name, executions.c.status)
+            ).all()
+            durations = conn.execute(
+                sa.select(name, executions.c.started_at, executions.c.finished_at).where(
+                    *scope,
+                    executions.c.status.in_(EXECUTION_TERMINAL),
+                    executions.c.started_at.is_not(None),
+                    executions.c.finished_at.is_not(None),
+                )
+            ).all()
+            waits = conn.execute(
+                sa.select(name, approvals.c.created_at, approvals.c.decided_at)
+                .join_from(approvals, executions, approvals.c.execution_id == executions.c.id)
+                .where(
+                    *scope,
+                    approvals.c.status.in_([ApprovalStatus.GRANTED, ApprovalStatus.REJECTED]),
+                    approvals.c.decided_at.is_not(None),
+                )
+            ).all()
+        by_status: dict[str, dict[ExecutionStatus, int]] = defaultdict(dict)
+        for workflow, status, count in counts:
+            by_status[workflow][status] = count
+        if workflow_name is not None:
+            by_status.setdefault(workflow_name, {})
+        seconds: dict[str, list[float]] = defaultdict(list)
+        for workflow, started_at, finished_at in durations:
+            seconds[workflow].append((finished_at - started_at).total_seconds())
+        waited: dict[str, list[float]] = defaultdict(list)
+        for workflow, created_at, decided_at in waits:
+            waited[workflow].append((decided_at - created_at).total_seconds())
+        return [
+            _metrics(workflow, by_status[workflow], seconds[workflow], waited[workflow])
+            for workflow in sorted(by_status)
+        ]
+
+    # -- shared machinery ----------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(
+        self, *, read_only: bool = False, snapshot: bool = False
+    ) -> Iterator[sa.Connection]:
+        """One transaction; driver failures become a :class:`StoreError` saying what to check.
+
+        Read-only transactions skip SQLite's write lock (``BEGIN DEFERRED``). ``snapshot`` makes
+        every statement see the same committed state: SQLite's transactions always do; on
+        PostgreSQL it takes ``REPEATABLE READ`` instead of one snapshot per statement.
+        """
+        try:
+            with self._engine.connect() as conn:
+                if read_only:
+                    conn.execution_options(**{READ_ONLY: True})
+                if snapshot and conn.dialect.name == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            raise store_error(exc, self._engine) from exc
+
+    def _write(
+        self, conn: sa.Connection, changes: Sequence[Change]
+    ) -> list[tuple[sa.Row[Any] | None, Event | None]]:
+        """Write ``changes`` inside ``conn``'s transaction: each one's row and event, in order.
+
+        Every transition is checked against its table before anything is written. The events
+        are inserted together at the end (one multi-row INSERT on PostgreSQL).
+        """
+        plans = [_plan(change) for change in changes]
+        now = self._clock()
+        if len(changes) > 1:
+            _lock_executions(conn, changes)
+        written: list[tuple[sa.Row[Any] | None, dict[str, Any] | None]] = []
+        for position, (change, plan) in enumerate(zip(changes, plans, strict=True), start=1):
+            try:
+                if plan is not None:
+                    written.append(_transition(conn, plan, now))
+                else:
+                    written.append((None, _write_other(conn, change, now)))
+            except ConflictError as exc:
+                if len(changes) == 1:
+                    raise
+                raise ConflictError(
+                    f"change {position} of {len(changes)} ({_describe(change)}) was refused, so "
+                    f"nothing of the batch was written: {exc}"
+                ) from exc
+        inserted = iter(_insert_events(conn, [e for _row, e in written if e is not None]))
+        return [(row, None if event is None else next(inserted)) for row, event in written]
+
+
+# -- helpers: one statement or one conversion each ----------------------------------------------
+
+
+def _plan(change: Change) -> _Plan | None:
+    """The checked plan of a transition (:class:`InvalidTransitionError` if the table refuses
+    it); ``None`` for a change that is not a transition."""
+    if isinstance(change, ExecutionTransition):
+        return _checked(_EXECUTION, change.execution_id, change.expected, change, change.changes)
+    if isinstance(change, StepRunTransition):
+        return _checked(_STEP_RUN, change.step_run_id, change.expected, change, change.changes)
+    if isinstance(change, ApprovalTransition):
+        return _checked(_APPROVAL, change.approval_id, change.expected, change, {})
+    return None
+
+
+def _checked(
+    kind: _Kind[StatusT],
+    entity_id: str,
+    expected: StatusT,
+    change: ExecutionTransition | StepRunTransition | ApprovalTransition,
+    changes: Mapping[str, Any],
+) -> _Plan:
+    new = next_status(kind.machine, expected, change.trigger, entity_id=entity_id)
+    return _Plan(
+        kind,
+        entity_id,
+        change.trigger,
+        expected,
+        new,
+        change.actor,
+        change.data or {},
+        change.lease_owner,
+        changes,
+    )
+
+
+def _transition(
+    conn: sa.Connection, plan: _Plan, now: datetime
+) -> tuple[sa.Row[Any], dict[str, Any]]:
+    """The compare-and-set of a status (guarded by the lease when ``plan.owner`` is set), and
+    the values of its event."""
+    kind, table = plan.kind, plan.kind.table
+    values = {**plan.changes, **kind.stamps(plan.new, plan.trigger, now), "status": plan.new}
+    cas = sa.update(table).where(table.c.id == plan.entity_id, table.c.status == plan.expected)
+    row: sa.Row[Any] | None
+    if table is executions:
+        # One statement: the guard, the compare-and-set and the event's seq (last_seq + 1).
+        if plan.owner is not None:
+            cas = cas.where(executions.c.lease_owner == plan.owner)
+        row = conn.execute(cas.values(values).returning(*table.c)).one_or_none()
+        seq = None if row is None else row.last_seq
+    else:
+        # Number the event first: an execution row is always locked before its children.
+        parent = sa.select(table.c.execution_id).where(table.c.id == plan.entity_id)
+        seq = _take_seq(conn, parent.scalar_subquery(), now, {}, plan.owner)
+        row = None
+        if seq is not None:
+            row = conn.execute(cas.values(values).returning(*table.c)).one_or_none()
+    if row is None:
+        raise _refusal(conn, plan)
+    event = _event_values(
+        seq=seq,
+        event_type=kind.events[plan.trigger],
+        actor=plan.actor,
+        occurred_at=now,
+        **kind.subject(row, plan.data),
+    )
+    return row, event
+
+
+def _refusal(conn: sa.Connection, plan: _Plan) -> OpsgateError:
+    """Why a compare-and-set updated nothing: not found, the lease lost, or the status moved."""
+    table, entity = plan.kind.table, plan.kind.machine.entity
+    query = sa.select(table.c.status, executions.c.id, executions.c.lease_owner)
+    if table is not executions:
+        query = query.join_from(table, executions, table.c.execution_id == executions.c.id)
+    found = conn.execute(query.where(table.c.id == plan.entity_id)).one_or_none()
+    if found is None:
+        return NotFoundError(entity, plan.entity_id)
+    current, execution_id, holder = found
+    action = f"{plan.trigger} {entity} {plan.entity_id}"
+    if plan.owner is not None and holder != plan.owner:
+        return _lease_lost(action, execution_id, plan.owner, holder)
+    return ConflictError(
+        f"cannot {action}: it is now {current}, not {plan.expected}; read it again and decide "
+        "from its current status"
+    )
+
+
+def _lease_lost(action: str, execution_id: str, owner: str, holder: str | None) -> ConflictError:
+    now = "nobody holds it now" if holder is None else f"{holder} holds it now"
+    return ConflictError(
+        f"cannot {action}: {owner} does not hold the lease of execution {execution_id} ({now}); "
+        "it was taken over or released, so stop driving the execution and write nothing more"
+    )
+
+
+def _write_other(conn: sa.Connection, change: Change, now: datetime) -> dict[str, Any] | None:
+    """A change that is not a transition: an event's values, or ``None`` for new step runs."""
+    if isinstance(change, NewEvent):
+        seq = _take_seq(conn, change.execution_id, now, change.changes, change.lease_owner)
+        if seq is None:
+            action = f"append {change.type}"
+            raise _execution_refusal(conn, change.execution_id, change.lease_owner, action)
+        return _event_values(
+            execution_id=change.execution_id,
+            seq=seq,
+            event_type=change.type,
+            actor=change.actor,
+            occurred_at=now,
+            data=change.data,
+            step_id=change.step_id,
+            target=change.target,
+            attempt=change.attempt,
+        )
+    assert isinstance(change, NewStepRuns), f"not a change: {change!r}"
+    query = sa.select(executions.c.lease_owner).where(executions.c.id == change.execution_id)
+    if change.lease_owner is not None:
+        # Held until commit, so the lease cannot change hands before the runs are written.
+        query = query.with_for_update(key_share=True)
+    found = conn.execute(query).one_or_none()
+    if found is None:
+        raise NotFoundError("execution", change.execution_id)
+    if change.lease_owner is not None and found.lease_owner != change.lease_owner:
+        action = f"create step runs of execution {change.execution_id}"
+        raise _lease_lost(action, change.execution_id, change.lease_owner, found.lease_owner)
+    if change.runs:
+        conn.execute(
+            _insert(conn, step_runs).on_conflict_do_nothing(
+                index_elements=["execution_id", "step_id", "item_key"]
+            ),
+            [
+                {
+                    "id": _new_id("sr"),
+                    "execution_id": change.execution_id,
+                    "step_id": run.step_id,
+                    "item_key": run.item_key,
+                    "item_index": run.item_index,
+                    "target": run.target,
+                    "status": StepRunStatus.PENDING,
+                    "attempt": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for run in change.runs
+            ],
+        )
+    return None
+
+
+def _execution_refusal(
+    conn: sa.Connection, execution_id: str, owner: str | None, action: str
+) -> OpsgateError:
+    """Why a write to an execution's row updated nothing: not found, or the lease lost."""
+    found = conn.execute(
+        sa.select(executions.c.lease_owner).where(executions.c.id == execution_id)
+    ).one_or_none()
+    if found is None:
+        return NotFoundError("execution", execution_id)
+    assert owner is not None, "without a guard, an existing execution is always updated"
+    return _lease_lost(f"{action} to execution {execution_id}", execution_id, owner, found[0])
+
+
+def _describe(change: Change) -> str:
+    """A change in a few words, for the error that names it."""
+    if isinstance(change, ExecutionTransition):
+        return f"{change.trigger} execution {change.execution_id}"
+    if isinstance(change, StepRunTransition):
+        return f"{change.trigger} step run {change.step_run_id}"
+    if isinstance(change, ApprovalTransition):
+        return f"{change.trigger} approval {change.approval_id}"
+    if isinstance(change, NewEvent):
+        return f"{change.type} event of execution {change.execution_id}"
+    return f"new step runs of execution {change.execution_id}"
+
+
+def _lock_executions(conn: sa.Connection, changes: Sequence[Change]) -> None:
+    """Lock every execution a batch writes to, in id order, before writing anything.
+
+    Two batches that touch the same executions in different orders would otherwise wait for each
+    other on PostgreSQL. SQLite needs nothing: ``BEGIN IMMEDIATE`` runs one writer at a time.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    direct = {
+        change.execution_id
+        for change in changes
+        if isinstance(change, ExecutionTransition | NewEvent | NewStepRuns)
+    }
+    step_run_ids = [c.step_run_id for c in changes if isinstance(c, StepRunTransition)]
+    approval_ids = [c.approval_id for c in changes if isinstance(c, ApprovalTransition)]
+    if len(direct) < 2 and not step_run_ids and not approval_ids:
+        return
+    wanted = [executions.c.id.in_(direct)]
+    for table, ids in ((step_runs, step_run_ids), (approvals, approval_ids)):
+        if ids:
+            wanted.append(
+                executions.c.id.in_(sa.select(table.c.execution_id).where(table.c.id.in_(ids)))
+            )
+    conn.execute(
+        sa.select(executions.c.id)
+        .where(sa.or_(*wanted))
+        .order_by(executions.c.id)
+        .with_for_update(key_share=True)
+    )
+
+
+def _update_leased(
+    conn: sa.Connection, execution_id: str, owner: str, action: str, values: Mapping[str, Any]
+) -> sa.Row[Any]:
+    """Update an execution whose lease ``owner`` holds; the lease lost is a conflict."""
+    row = conn.execute(
+        sa.update(executions)
+        .where(executions.c.id == execution_id, executions.c.lease_owner == owner)
+        .values(values)
+        .returning(*executions.c)
+    ).one_or_none()
+    if row is None:
+        found = conn.execute(
+            sa.select(executions.c.lease_owner).where(executions.c.id == execution_id)
+        ).one_or_none()
+        if found is None:
+            raise NotFoundError("execution", execution_id)
+        raise _lease_lost(f"{action} execution {execution_id}", execution_id, owner, found[0])
+    return row
+
+
+def _check_lease(lease_seconds: float) -> None:
+    if not lease_seconds > 0:
+        raise ValueError(f"lease_seconds must be positive, not {lease_seconds}")
+
+
+def _not_queued_for_a_lock() -> sa.ColumnElement[bool]:
+    """Not a pending execution waiting in line for a concurrency lock."""
+    queued = sa.exists().where(
+        locks.c.execution_id == executions.c.id, locks.c.status == LockStatus.QUEUED
+    )
+    return sa.or_(executions.c.status != ExecutionStatus.PENDING, ~queued)
+
+
+def _claimable(statuses: Collection[ExecutionStatus], now: datetime) -> sa.ColumnElement[bool]:
+    """In ``statuses``, free of a live lease, awake, and not queued for a lock; or abandoned."""
+    lease_free = sa.or_(
+        executions.c.lease_owner.is_(None),
+        # A lease without an expiry could never be reclaimed: it counts as expired.
+        executions.c.lease_expires_at.is_(None),
+        executions.c.lease_expires_at <= now,
+    )
+    return sa.or_(
+        sa.and_(
+            executions.c.status.in_(statuses),
+            lease_free,
+            sa.or_(executions.c.wake_at.is_(None), executions.c.wake_at <= now),
+            _not_queued_for_a_lock(),
+        ),
+        sa.and_(_abandoned(), lease_free),
+    )
+
+
+def _abandoned() -> sa.ColumnElement[bool]:
+    """Ended, yet still leased: its worker died between the ending and the clean-up (rolling
+    back after a failure or a cancel, releasing locks). A worker claims it to finish that."""
+    return sa.and_(
+        executions.c.status.in_(EXECUTION_TERMINAL), executions.c.lease_owner.is_not(None)
+    )
+
+
+def _step_runs_of(execution_id: str) -> sa.Select[Any]:
+    """An execution's step runs, by creation time, then step and item."""
+    return (
+        sa.select(step_runs)
+        .where(step_runs.c.execution_id == execution_id)
+        .order_by(step_runs.c.created_at, step_runs.c.step_id, step_runs.c.item_key)
+    )
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Linear interpolation between the closest ranks (PostgreSQL's ``percentile_cont``)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _metrics(
+    workflow_name: str,
+    counts: Mapping[ExecutionStatus, int],
+    durations: Sequence[float],
+    approval_waits: Sequence[float],
+) -> WorkflowMetrics:
+    finished = sum(counts.get(status, 0) for status in EXECUTION_TERMINAL)
+    succeeded = counts.get(ExecutionStatus.SUCCEEDED, 0)
+    total = sum(counts.values())
+    return WorkflowMetrics(
+        workflow_name=workflow_name,
+        total=total,
+        active=total - finished,
+        succeeded=succeeded,
+        failed=counts.get(ExecutionStatus.FAILED, 0),
+        cancelled=counts.get(ExecutionStatus.CANCELLED, 0),
+        rolled_back=counts.get(ExecutionStatus.ROLLED_BACK, 0),
+        rollback_failed=counts.get(ExecutionStatus.ROLLBACK_FAILED, 0),
+        success_rate=succeeded / finished if finished else None,
+        duration_p50_seconds=_percentile(durations, 0.5),
+        duration_p95_seconds=_percentile(durations, 0.95),
+        approval_wait_p50_seconds=_percentile(approval_waits, 0.5),
+    )
+
+
+def _new_id(prefix: str) -> str:
+    """A random id whose prefix tells what it names (``exe_``, ``sr_``, ``apr_``, ``sch_``)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that supports ``ON CONFLICT DO NOTHING`` on the connection's database."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _record(cls: type[RecordT], row: sa.Row[Any], **overrides: Any) -> RecordT:
+    """The domain record of a row: columns by field name, plus fields that are not columns."""
+    mapping = row._mapping
+    names = (f.name for f in dataclasses.fields(cls) if f.name not in overrides)
+    return cls(**{name: mapping[name] for name in names}, **overrides)
+
+
+def _get_row(conn: sa.Connection, table: sa.Table, entity: str, entity_id: str) -> sa.Row[Any]:
+    row = conn.execute(sa.select(table).where(table.c.id == entity_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(entity, entity_id)
+    return row
+
+
+def _snapshot_in(conn: sa.Connection, digest: str) -> BlueprintSnapshot:
+    row = conn.execute(
+        sa.select(blueprint_snapshots).where(blueprint_snapshots.c.digest == digest)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError("blueprint snapshot", digest)
+    return _record(BlueprintSnapshot, row)
+
+
+def _check_same_request(
+    existing: sa.Row[Any], blueprint_digest: str, parameters: JSONObject
+) -> None:
+    """An idempotency key may only be repeated with exactly the request it was first used for."""
+    if existing.blueprint_digest != blueprint_digest:
+        difference = f"blueprint {existing.blueprint_digest}, not {blueprint_digest}"
+    elif canonical_json(existing.parameters) != canonical_json(parameters):
+        difference = "other parameters"
+    else:
+        return
+    raise ConflictError(
+        f"idempotency key {existing.idempotency_key!r} of {existing.requested_by} was already "
+        f"used for execution {existing.id} with {difference}; repeat the original request "
+        "exactly, or use a new key for a new request"
+    )
+
+
+def _take_seq(
+    conn: sa.Connection,
+    execution: str | sa.ScalarSelect[Any],
+    now: datetime,
+    changes: Mapping[str, Any],
+    owner: str | None = None,
+) -> int | None:
+    """Take the execution's next event seq (locking its row until commit), applying ``changes``.
+
+    ``execution`` is an id, or a subquery giving one. With ``lease_owner``, only while that worker
+    holds the lease. ``None`` when no execution was updated.
+    """
+    query = sa.update(executions).where(executions.c.id == execution)
+    if owner is not None:
+        query = query.where(executions.c.lease_owner == owner)
+    seq = conn.execute(
+        query.values(
+            {**changes, "last_seq": executions.c.last_seq + 1, "updated_at": now}
+        ).returning(executions.c.last_seq)
+    ).scalar_one_or_none()
+    return None if seq is None else int(seq)
+
+
+def _next_seq(
+    conn: sa.Connection, execution_id: str, now: datetime, changes: Mapping[str, Any]
+) -> int:
+    """Take the execution's next event seq (locking its row until commit), applying ``changes``."""
+    seq = _take_seq(conn, execution_id, now, changes)
+    if seq is None:
+        raise NotFoundError("execution", execution_id)
+    return seq
+
+
+def _event_values(
+    *,
+    event_type: EventType,
+    actor: str,
+    occurred_at: datetime,
+    execution_id: str | None = None,
+    seq: int | None = None,
+    schedule_id: str | None = None,
+    data: JSONObject | None = None,
+    step_id: str | None = None,
+    target: str | None = None,
+    attempt: int | None = None,
+) -> dict[str, Any]:
+    """Every column of an event row but its id."""
+    return {
+        "execution_id": execution_id,
+        "schedule_id": schedule_id,
+        "seq": seq,
+        "type": event_type,
+        "actor": actor,
+        "step_id": step_id,
+        "target": target,
+        "attempt": attempt,
+        "data": dict(data or {}),
+        "occurred_at": occurred_at,
+    }
+
+
+def _insert_events(conn: sa.Connection, values: Sequence[Mapping[str, Any]]) -> list[Event]:
+    """Insert events in one statement; their records, in the order of ``values``."""
+    if not values:
+        return []
+    if len(values) == 1:
+        rows = [conn.execute(sa.insert(events).values(values[0]).returning(*events.c)).one()]
+    else:
+        insert = sa.insert(events).returning(*events.c, sort_by_parameter_order=True)
+        rows = list(conn.execute(insert, list(values)).all())
+    return [_record(Event, row) for row in rows]
+
+
+def _insert_event(
+    conn: sa.Connection,
+    *,
+    event_type: EventType,
+    actor: str,
+    occurred_at: datetime,
+    execution_id: str | None = None,
+    seq: int | None = None,
+    schedule_id: str | None = None,
+    data: JSONObject | None = None,
+    step_id: str | None = None,
+    target: str | None = None,
+) -> Event:
+    """Insert one event outside a batch."""
+    values = _event_values(
+        event_type=event_type,
+        actor=actor,
+        occurred_at=occurred_at,
+        execution_id=execution_id,
+        seq=seq,
+        schedule_id=schedule_id,
+        data=data,
+        step_id=step_id,
+        target=target,
+    )
+    [event] = _insert_events(conn, [values])
+    return event
+
+
+def _insert_schedule_event(
+    conn: sa.Connection,
+    schedule_id: str,
+    event_type: EventType,
+    actor: str,
+    now: datetime,
+    values: Mapping[str, Any],
+) -> None:
+    data = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+    _insert_event(
+        conn,
+        schedule_id=schedule_id,
+        event_type=event_type,
+        actor=actor,
+        occurred_at=now,
+        data=data,
+    )
+
+
+def _live_schedule(conn: sa.Connection, schedule_id: str) -> sa.Row[Any]:
+    row = conn.execute(
+        sa.select(schedules).where(schedules.c.id == schedule_id, schedules.c.deleted_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError("schedule", schedule_id)
+    return row
+
+
+def _approvers_document(approvers: Approvers) -> dict[str, list[str]]:
+    return {"roles": list(approvers.roles), "principals": list(approvers.principals)}
+
+
+def _approvers(document: Mapping[str, Any]) -> Approvers:
+    return Approvers(
+        roles=tuple(document.get("roles", ())), principals=tuple(document.get("principals", ()))
+    )
+
+
+def _approvals_with_decisions(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[Approval]:
+    """Approval records with their decisions, read in one more query."""
+    decisions: dict[str, list[ApprovalDecision]] = {row.id: [] for row in rows}
+    if rows:
+        decision_rows = conn.execute(
+            sa.select(approval_decisions)
+            .where(approval_decisions.c.approval_id.in_(list(decisions)))
+            .order_by(approval_decisions.c.id)
+        ).all()
+        for decision in decision_rows:
+            decisions[decision.approval_id].append(_record(ApprovalDecision, decision))
+    return [
+        _record(
+            Approval,
+            row,
+            approvers=_approvers(row.approvers),
+            escalate_to=None if row.escalate_to is None else _approvers(row.escalate_to),
+            decisions=tuple(decisions[row.id]),
+        )
+        for row in rows
+    ]
+
+
+def _serialize_on_lock_key(conn: sa.Connection, key: str) -> None:
+    """Make lock operations on one key take turns until commit.
+
+    SQLite needs nothing: ``BEGIN IMMEDIATE`` already holds the database's write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+
+
+def _lock_counts(conn: sa.Connection, key: str) -> tuple[int, int]:
+    """How many executions hold ``key``, and how many wait for it."""
+    rows = conn.execute(
+        sa.select(locks.c.status, sa.func.count())
+        .where(locks.c.key == key)
+        .group_by(locks.c.status)
+    ).tuples()
+    counts = dict(rows.all())
+    return counts.get(LockStatus.HELD, 0), counts.get(LockStatus.QUEUED, 0)
+
+
+def _lock_event(
+    conn: sa.Connection,
+    execution_id: str,
+    event_type: EventType,
+    actor: str,
+    key: str,
+    now: datetime,
+) -> None:
+    _insert_event(
+        conn,
+        execution_id=execution_id,
+        seq=_next_seq(conn, execution_id, now, {}),
+        event_type=event_type,
+        actor=actor,
+        occurred_at=now,
+        data={"key": key},
+    )
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
+
+
+def _encode_cursor(last: Execution) -> str:
+    position = json.dumps([last.created_at.isoformat(), last.id])
+    return base64.urlsafe_b64encode(position.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_text, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        created_at = datetime.fromisoformat(created_text)
+        if created_at.tzinfo is None or not isinstance(last_id, str):
+            raise ValueError("not a position written by list_executions")
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError(
+            f"invalid cursor {cursor!r}: pass the next_cursor of the previous page unchanged, "
+            "or no cursor for the first page"
+        ) from exc
+    return created_at, last_id
+
+
+def _promote_queued(conn: sa.Connection, key: str, actor: str, now: datetime) -> list[LockHolding]:
+    """Give free places on ``key`` to the waiting executions, in arrival order.
+
+    A queued execution that ended meanwhile (cancelled while it waited) gives up its place.
+    """
+    held, _ = _lock_counts(conn, key)
+    queue = conn.execute(
+        sa.select(locks, executions.c.status.label("execution_status"))
+        .join_from(locks, executions, locks.c.execution_id == executions.c.id)
+        .where(locks.c.key == key, locks.c.status == LockStatus.QUEUED)
+        .order_by(locks.c.id)
+    ).all()
+    promoted = []
+    for waiting in queue:
+        if waiting.execution_status in EXECUTION_TERMINAL:
+            conn.execute(sa.delete(locks).where(locks.c.id == waiting.id))
+            _lock_event(conn, waiting.execution_id, EventType.LOCK_RELEASED, actor, key, now)
+            continue
+        if held >= waiting.max_concurrent:
+            break
+        row = conn.execute(
+            sa.update(locks)
+            .where(locks.c.id == waiting.id)
+            .values(status=LockStatus.HELD, acquired_at=now)
+            .returning(*locks.c)
+        ).one()
+        _lock_event(conn, waiting.execution_id, EventType.LOCK_ACQUIRED, actor, key, now)
+        promoted.append(_record(LockHolding, row))
+        held += 1
+    return promoted

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck pytest postgres coverage
+.PHONY: install serve test lint typecheck pytest postgres ipmi-sim coverage
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Streamable HTTP on 127.0.0.1:8765 for a person at a terminal: mints a token on first use and
+# prints how to connect (stdio is for clients that spawn `opsgate serve` themselves).
 serve: install
-	$(BIN)/opsgate serve --blueprints blueprints --policies policies
+	$(BIN)/opsgate serve --blueprints blueprints --policies policies --transport http \
+		--host 127.0.0.1 --port 8765 --welcome
 
 lint: install
 	$(BIN)/ruff check src tests
@@ -29,13 +32,17 @@ typecheck: install
 postgres:
 	@bash .ci/ensure-postgres
 
+# The BMC simulator the ipmi tests talk to (OpenIPMI's ipmi_sim, Debian package openipmi).
+ipmi-sim:
+	@command -v ipmi_sim >/dev/null || { apt-get update -qq && apt-get install -y -qq openipmi; }
+
 # pytest's exit code 5 ("no tests collected") is a failure like any other non-zero code.
-pytest: install postgres
+pytest: install postgres ipmi-sim
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
 # Branch coverage of the whole suite (kept out of `make test`, whose last line is pytest's).
-coverage: install postgres
+coverage: install postgres ipmi-sim
 	$(BIN)/coverage run -m pytest -q
 	$(BIN)/coverage report --skip-covered --skip-empty

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stores.test_migrations import HEAD
+
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = """\
 name: broken
@@ -105,7 +107,7 @@ def test_db_upgrade_creates_the_sqlite_file_and_is_idempotent(tmp_path: Path) ->
     first = opsgate("db", "upgrade", OPSGATE_DATABASE_URL=url)
     second = opsgate("db", "upgrade", OPSGATE_DATABASE_URL=url)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == second.stdout.strip() == "database at revision 0002"
+    assert first.stdout.strip() == second.stdout.strip() == f"database at revision {HEAD}"
     assert (tmp_path / "data" / "opsgate.db").is_file()
 
 
@@ -230,3 +232,54 @@ def test_status_and_control_commands_name_the_current_state(tmp_path: Path) -> N
     unknown = opsgate("status", "exe_nope", **env)
     assert unknown.returncode == 2
     assert "not found" in unknown.stderr
+
+
+GATED = """\
+name: gated
+version: "1"
+steps:
+  - id: change
+    action: log
+    approval: {approvers: {roles: [ops-manager]}}
+    with: {message: changed}
+"""
+
+
+def test_a_gate_is_decided_from_the_terminal_by_another_principal(tmp_path: Path) -> None:
+    env = run_environment(tmp_path)
+    (tmp_path / "bp" / "gated.yaml").write_text(GATED)
+    plan = opsgate("plan", "gated", "--json", **env)
+    assert plan.returncode == 0, plan.stderr
+    digest = json.loads(plan.stdout)["plan_digest"]
+    started = opsgate("run", "gated", "--plan-digest", digest, "--json", **env)
+    assert started.returncode == 3, started.stdout + started.stderr
+    assert "opsgate approvals" in started.stderr
+    execution_id = json.loads(started.stdout)["execution_id"]
+
+    assert json.loads(opsgate("approvals", "--json", **env).stdout)["approvals"] == []
+    as_bob = {**env, "OPSGATE_PRINCIPAL": "bob"}
+    [approval] = json.loads(opsgate("approvals", "--json", **as_bob).stdout)["approvals"]
+    refused = opsgate("approve", approval["approval_id"], **env)
+    assert refused.returncode == 2
+    assert_no_traceback(refused)
+    assert "alice may not decide" in refused.stderr and "ops-manager" in refused.stderr
+    granted = opsgate("approve", approval["approval_id"], "--comment", "go", **as_bob)
+    assert granted.returncode == 0, granted.stderr
+    assert "granted, 1/1 approvals" in granted.stdout
+
+    assert opsgate("worker", "--until-idle", **env).returncode == 0
+    status = json.loads(opsgate("status", execution_id, "--json", **env).stdout)
+    assert status["status"] == "succeeded"
+    events = json.loads(opsgate("events", execution_id, "--json", **env).stdout)["events"]
+    decision = next(e for e in events if e["type"] == "approval.decision_recorded")
+    assert (decision["actor"], decision["data"]["channel"]) == ("bob", "cli")
+
+
+def test_reject_needs_a_comment_and_a_stale_plan_is_refused(tmp_path: Path) -> None:
+    env = run_environment(tmp_path)
+    (tmp_path / "bp" / "gated.yaml").write_text(GATED)
+    stale = opsgate("run", "gated", "--plan-digest", "plan-0", **env)
+    assert stale.returncode == 2
+    assert "call plan_workflow again" in stale.stderr
+    missing = opsgate("reject", "apr_x", **env)
+    assert missing.returncode == 2 and "--comment" in missing.stderr

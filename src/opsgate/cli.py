@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -23,14 +25,32 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from opsgate import __version__
+from opsgate.actions.reference import render_reference, render_summary
+from opsgate.actions.registry import ActionRegistry
 from opsgate.catalog import FileReport, load_catalog, validate_paths
 from opsgate.config import Settings, load_settings
 from opsgate.engine.statuses import EXECUTION_TERMINAL
 from opsgate.errors import OpsgateError
+from opsgate.models import Channel, MisfirePolicy, OverlapPolicy
 from opsgate.runtime import Runtime
+from opsgate.schedules.validation import (
+    DEFAULT_CATCHUP_WINDOW_SECONDS,
+    DEFAULT_MISFIRE_GRACE_SECONDS,
+)
+from opsgate.server.http import serve_http, serve_stdio
+from opsgate.server.logs import configure_logging
+from opsgate.server.welcome import welcome as server_welcome
 from opsgate.spec.issues import Severity
 from opsgate.stores.migrate import upgrade_database
-from opsgate.views import ExecutionStatusView
+from opsgate.tokens import TokenBook
+from opsgate.views import (
+    ApprovalList,
+    ApprovalView,
+    ExecutionStatusView,
+    PlanView,
+    ScheduleView,
+    UpcomingList,
+)
 
 app = typer.Typer(
     name="opsgate",
@@ -41,6 +61,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="Bearer tokens of the HTTP transport.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -67,6 +89,18 @@ def _settings(blueprints: Path | None = None, policies: Path | None = None) -> S
 def version() -> None:
     """Print the opsgate version."""
     out.print(__version__)
+
+
+@app.command()
+def actions(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="the full reference, as docs/actions.md")
+    ] = False,
+) -> None:
+    """List every action (built-in and plugins) with the arguments its with: takes."""
+    infos = ActionRegistry.load().infos()
+    text = render_reference(infos) if markdown else render_summary(infos)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 @app.command()
@@ -119,24 +153,104 @@ def db_upgrade() -> None:
     out.print(f"database at revision {revision}")
 
 
-@app.command()
-def serve(blueprints: BlueprintsOption = None, policies: PoliciesOption = None) -> None:
-    """Load the blueprints and policies, prepare the database, and report what would be served.
+class Transport(StrEnum):
+    STDIO = "stdio"
+    HTTP = "http"
 
-    The MCP transports (stdio and Streamable HTTP) arrive with the MCP server; until then this
-    command checks that everything it would serve loads, and exits.
+
+@app.command()
+def serve(
+    blueprints: BlueprintsOption = None,
+    policies: PoliciesOption = None,
+    transport: Annotated[Transport, typer.Option(help="stdio, or Streamable HTTP")] = (
+        Transport.STDIO
+    ),
+    host: Annotated[str, typer.Option(help="HTTP: the address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP: the port")] = 8765,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="HTTP: another Host header to accept (e.g. ops.example.com:443)"),
+    ] = None,
+    allowed_origin: Annotated[
+        list[str] | None, typer.Option(help="HTTP: another Origin to accept")
+    ] = None,
+    welcome: Annotated[
+        bool,
+        typer.Option(help="HTTP: print how to connect; mint a token if there is none yet"),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    log_json: Annotated[bool, typer.Option(help="Log one JSON object per line")] = False,
+) -> None:
+    """Serve the MCP server, with its worker, until stopped (stdio: until the client leaves).
+
+    stdio acts as the local principal (OPSGATE_PRINCIPAL); HTTP serves /mcp to bearer tokens
+    (opsgate token create). Logs go to stderr.
     """
     settings = _settings(blueprints, policies)
-    catalog = load_catalog(settings.blueprints, settings.policies)
-    revision = upgrade_database(settings.database_url)
+    catalog = load_catalog(settings.blueprints, settings.policies)  # fail now, listing issues
+    configure_logging(level=log_level.upper(), as_json=log_json)
     err.print(
         f"opsgate {__version__}: {len(catalog.blueprints)} blueprint(s) from "
         f"{settings.blueprints}, {len(catalog.policies.rules)} policy rule(s) from "
-        f"{settings.policies}, database at revision {revision}"
+        f"{settings.policies}; serving {transport.value}"
     )
     for name in sorted(catalog.blueprints):
         err.print(f"  blueprint {name}")
-    err.print("The MCP transports are not available in this version yet.")
+    if transport is Transport.STDIO:
+        anyio.run(serve_stdio, settings)
+        return
+    if welcome:
+        err.print(escape(server_welcome(settings, catalog.roles, host=host, port=port)))
+    try:
+        anyio.run(
+            partial(
+                serve_http,
+                settings,
+                host=host,
+                port=port,
+                allowed_hosts=allowed_host or (),
+                allowed_origins=allowed_origin or (),
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="The principal the token acts as")],
+    roles: Annotated[
+        str, typer.Option(help="Comma-separated roles [default: the roles file's]")
+    ] = "",
+) -> None:
+    """Mint a bearer token for the HTTP transport; it is printed once, only its hash is kept."""
+    book = TokenBook(_settings().tokens_file)
+    record, token = book.create(name, roles.split(","))
+    err.print(f"token {record.id} for {record.name} (roles: {', '.join(record.roles) or '-'}):")
+    out.print(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List the tokens (never their secrets)."""
+    table = Table("id", "principal", "roles", "created")
+    for record in TokenBook(_settings().tokens_file).records():
+        table.add_row(
+            record.id,
+            record.name,
+            ", ".join(record.roles),
+            record.created_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name_or_id: Annotated[str, typer.Argument(help="A token id, or a principal (all its tokens)")],
+) -> None:
+    """Revoke tokens; a running server refuses them from its next request."""
+    for record in TokenBook(_settings().tokens_file).revoke(name_or_id):
+        out.print(f"revoked token {record.id} of {record.name}")
 
 
 T = TypeVar("T")
@@ -200,17 +314,25 @@ def run(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Run once per key: the same key returns the same run")
     ] = None,
+    plan_digest: Annotated[
+        str | None, typer.Option(help="Refuse to start unless the plan is this one (opsgate plan)")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run a blueprint here, showing its progress, as the local principal.
 
-    Exits 0 when the execution succeeded, 1 when it ended otherwise.
+    Exits 0 when the execution succeeded, 1 when it ended otherwise, 3 when it waits for an
+    approval (decide it with opsgate approve / reject; a running worker or server continues it).
     """
     values = _parse_params(param or [])
 
     async def follow(runtime: Runtime) -> ExecutionStatusView:
         started = await runtime.service.execute_workflow(
-            runtime.principal, name, values, idempotency_key=idempotency_key
+            runtime.principal,
+            name,
+            values,
+            idempotency_key=idempotency_key,
+            plan_digest=plan_digest,
         )
         async with anyio.create_task_group() as group:
             group.start_soon(runtime.worker.run)
@@ -220,6 +342,9 @@ def run(
 
     view = _with_runtime(follow)
     _print_status(view, as_json)
+    if view.status == "waiting_approval":
+        err.print("waiting for approval: see opsgate approvals, then opsgate approve ID")
+        raise typer.Exit(3)
     if view.status != "succeeded":
         raise typer.Exit(1)
 
@@ -238,7 +363,7 @@ async def _follow(runtime: Runtime, execution_id: str, *, quiet: bool) -> Execut
             view = await runtime.service.get_workflow_status(execution_id)
             label = view.current_sub_task or view.current_step or view.status
             bar.update(task, completed=view.progress, description=f"{view.workflow_name}: {label}")
-            if view.status in EXECUTION_TERMINAL:
+            if view.status in EXECUTION_TERMINAL or view.status == "waiting_approval":
                 return view
             await anyio.sleep(0.2)
 
@@ -287,6 +412,110 @@ def events(
     out.print(table)
     if found.next_after_seq is not None:
         out.print(f"more: opsgate events {execution_id} --after {found.next_after_seq}")
+
+
+@app.command()
+def plan(
+    name: Annotated[str, typer.Argument(help="The blueprint to plan")],
+    param: Annotated[
+        list[str] | None, typer.Option("-p", "--param", help="A parameter as key=value")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show what a run would do: steps by level, the policy verdict, gates, and the digest.
+
+    Exits 1 when the policies refuse the plan.
+    """
+    values = _parse_params(param or [])
+
+    async def make(runtime: Runtime) -> PlanView:
+        return await runtime.service.plan_workflow(runtime.principal, name, values)
+
+    found = _with_runtime(make)
+    if as_json:
+        out.print_json(found.model_dump_json())
+    else:
+        out.print(f"[bold]{found.workflow_name}[/] {found.version} on {', '.join(found.targets)}")
+        for level, ids in enumerate(found.levels):
+            out.print(f"  level {level}: {', '.join(ids)}")
+        for gate in found.verdict.gates:
+            who = ", ".join(gate.approver_roles + gate.approver_principals)
+            where = gate.step_id or "the whole execution"
+            out.print(f"  gate {gate.gate} on {where}: {gate.quorum} of {who}")
+        out.print(escape(found.verdict.explanation))
+        out.print(f"plan digest: {found.plan_digest}")
+    if not found.verdict.allowed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def approvals(as_json: JsonOption = False) -> None:
+    """List the pending approvals you (the local principal) may decide."""
+
+    async def read(runtime: Runtime) -> ApprovalList:
+        return await runtime.service.list_pending_approvals(runtime.principal)
+
+    found = _with_runtime(read)
+    if as_json:
+        out.print_json(found.model_dump_json())
+        return
+    table = Table("approval", "execution", "workflow", "step", "gate", "requested by", "deadline")
+    for a in found.approvals:
+        deadline = a.deadline_at.isoformat(timespec="seconds") if a.deadline_at else ""
+        table.add_row(
+            a.approval_id,
+            a.execution_id,
+            a.workflow_name,
+            a.step_id,
+            a.gate,
+            a.requested_by,
+            deadline,
+        )
+    out.print(table)
+
+
+ApprovalArgument = Annotated[str, typer.Argument(help="The approval id (apr_...)")]
+
+
+@app.command()
+def approve(
+    approval_id: ApprovalArgument,
+    comment: Annotated[str | None, typer.Option(help="Why, for the audit log")] = None,
+    response: Annotated[
+        list[str] | None, typer.Option("-r", "--response", help="A response field as key=value")
+    ] = None,
+) -> None:
+    """Approve a gate as the local principal."""
+    answer = _parse_params(response or []) or None
+
+    async def decide(runtime: Runtime) -> ApprovalView:
+        return await runtime.service.approve_step(
+            runtime.principal, approval_id, comment=comment, response=answer, channel=Channel.CLI
+        )
+
+    _print_approval(_with_runtime(decide))
+
+
+@app.command()
+def reject(
+    approval_id: ApprovalArgument,
+    comment: Annotated[str, typer.Option(help="Why (required): the requester reads it")],
+) -> None:
+    """Reject a gate as the local principal: the step fails and its rollback runs."""
+
+    async def decide(runtime: Runtime) -> ApprovalView:
+        return await runtime.service.reject_step(
+            runtime.principal, approval_id, comment=comment, channel=Channel.CLI
+        )
+
+    _print_approval(_with_runtime(decide))
+
+
+def _print_approval(view: ApprovalView) -> None:
+    out.print(
+        f"[bold]{view.approval_id}[/] ({view.workflow_name} {view.step_id}, {view.gate}): "
+        f"[bold]{view.status}[/], {view.approvals_so_far}/{view.quorum} approvals"
+    )
 
 
 def _control(act: Callable[[Runtime], Awaitable[ExecutionStatusView]]) -> None:
@@ -396,7 +625,11 @@ def metrics(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    until_idle: Annotated[
+        bool, typer.Option(help="Stop once nothing is left to do now (for scripts and cron)")
+    ] = False,
+) -> None:
     """Run a worker: claim executions from the database and drive them (until Ctrl-C).
 
     Several workers (or servers) may share one PostgreSQL database; SQLite is single node.
@@ -404,12 +637,138 @@ def worker() -> None:
 
     async def work(runtime: Runtime) -> None:
         err.print(f"worker {runtime.worker.owner} on {runtime.settings.database_url}")
-        await runtime.worker.run()
+        await runtime.worker.run(until_idle=until_idle)
 
     try:
         _with_runtime(work)
     except KeyboardInterrupt:
         err.print("stopped; executions it held are reclaimed when their leases expire")
+
+
+@app.command()
+def schedules(
+    workflow: Annotated[str | None, typer.Option(help="Only this blueprint's schedules")] = None,
+    upcoming: Annotated[
+        float | None,
+        typer.Option(help="Instead: the fires of the next HOURS, of every schedule, in order"),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List schedules with their next fire, last fire and last outcome (or --upcoming HOURS)."""
+
+    async def read(runtime: Runtime) -> Any:
+        if upcoming is not None:
+            return await runtime.service.get_upcoming_executions(upcoming, workflow)
+        return await runtime.service.list_scheduled_workflows(workflow, fire_times=1)
+
+    found = _with_runtime(read)
+    if as_json:
+        out.print_json(found.model_dump_json())
+    elif isinstance(found, UpcomingList):
+        table = Table("local time", "UTC", "workflow", "schedule", "note")
+        for item in found.executions:
+            table.add_row(
+                item.fire.at_local,
+                item.fire.at_utc.isoformat(timespec="seconds"),
+                item.workflow_name,
+                item.schedule_id,
+                escape(item.fire.note or ""),
+            )
+        out.print(table)
+        if found.truncated:
+            out.print("more fires fall into the period: ask for fewer hours")
+    else:
+        table = Table("workflow", "cron", "timezone", "next fire", "last fire", "outcome", "state")
+        table.columns.insert(0, Column("schedule", no_wrap=True))
+        for s in found.schedules:
+            table.add_row(
+                s.schedule_id,
+                s.workflow_name,
+                s.cron,
+                s.timezone,
+                s.next_fire_times[0].at_local if s.next_fire_times else "-",
+                s.last_fire_at.isoformat(timespec="seconds") if s.last_fire_at else "-",
+                s.last_outcome or "-",
+                "enabled" if s.enabled else "paused",
+            )
+        out.print(table)
+
+
+@app.command()
+def schedule(
+    name: Annotated[str, typer.Argument(help="The blueprint to run on a schedule")],
+    cron: Annotated[str, typer.Option(help="5 fields, or 6 with seconds first; or @daily ...")],
+    tz: Annotated[str, typer.Option("--tz", help="IANA timezone of the cron times")] = "UTC",
+    param: Annotated[
+        list[str] | None, typer.Option("-p", "--param", help="A parameter as key=value")
+    ] = None,
+    overlap: Annotated[
+        str, typer.Option(help="skip, queue, allow or cancel_previous")
+    ] = OverlapPolicy.SKIP,
+    misfire: Annotated[
+        str, typer.Option(help="skip, run_once or run_all")
+    ] = MisfirePolicy.RUN_ONCE,
+    catchup_window: Annotated[
+        int, typer.Option(help="Seconds: missed fires older than this are skipped")
+    ] = DEFAULT_CATCHUP_WINDOW_SECONDS,
+    grace: Annotated[
+        int, typer.Option(help="Seconds a fire may be late and still run as on time")
+    ] = DEFAULT_MISFIRE_GRACE_SECONDS,
+    paused: Annotated[bool, typer.Option(help="Save it paused")] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Create once per key: the same key returns the schedule")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Schedule a blueprint as the local principal; prints the next fire times (DST noted)."""
+    values = _parse_params(param or [])
+
+    async def create(runtime: Runtime) -> ScheduleView:
+        return await runtime.service.schedule_workflow(
+            runtime.principal,
+            name,
+            cron,
+            tz,
+            values,
+            overlap_policy=overlap,
+            misfire_policy=misfire,
+            catchup_window_seconds=catchup_window,
+            misfire_grace_seconds=grace,
+            enabled=not paused,
+            idempotency_key=idempotency_key,
+        )
+
+    view = _with_runtime(create)
+    if as_json:
+        out.print_json(view.model_dump_json())
+        return
+    state = "" if view.enabled else " (paused)"
+    out.print(
+        f"[bold]{view.schedule_id}[/] {view.workflow_name}: {view.cron} {view.timezone}{state}"
+    )
+    for fire in view.next_fire_times:
+        note = f"  [yellow]{escape(fire.note)}[/]" if fire.note else ""
+        out.print(f"  {fire.at_local}  ({fire.at_utc.isoformat(timespec='seconds')}){note}")
+    out.print(f"overlap: {escape(view.overlap_policy_explained)}")
+    out.print(f"misfire: {escape(view.misfire_policy_explained)}")
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the scheduler alone: fire due schedules into executions (until Ctrl-C).
+
+    Workers (``opsgate worker``, ``opsgate serve``) run what it starts. Several schedulers may
+    share one database: each fire starts one execution.
+    """
+
+    async def fire(runtime: Runtime) -> None:
+        err.print(f"scheduler on {runtime.settings.database_url}")
+        await runtime.scheduler.run()
+
+    try:
+        _with_runtime(fire)
+    except KeyboardInterrupt:
+        err.print("scheduler stopped")
 
 
 def main() -> None:

@@ -22,10 +22,13 @@ from pydantic_settings import (
 from opsgate.errors import ConfigurationError
 
 
+def _data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("opsgate", appauthor=False))
+
+
 def default_database_url() -> str:
     """A SQLite file under the user's data directory (created on first use)."""
-    data_dir = Path(platformdirs.user_data_dir("opsgate", appauthor=False))
-    return f"sqlite:///{data_dir / 'opsgate.db'}"
+    return f"sqlite:///{_data_dir() / 'opsgate.db'}"
 
 
 def _os_user() -> str:
@@ -49,6 +52,11 @@ class Settings(BaseSettings):
     inventory: Path | None = Field(default=None, description="inventory file of targets")
     principal: str = Field(default_factory=_os_user, description="the local (stdio/CLI) caller")
     tokens: Path | None = Field(default=None, description="HTTP bearer tokens file")
+
+    @property
+    def tokens_file(self) -> Path:
+        """The HTTP bearer tokens file: ``tokens``, or ``tokens.json`` in the user data dir."""
+        return self.tokens if self.tokens is not None else _data_dir() / "tokens.json"
 
     @classmethod
     def settings_customise_sources(

@@ -110,3 +110,15 @@ class StepError(OpsgateError):
         self.retryable = retryable
         self.error_type = error_type or type(self).__name__
         super().__init__(message)
+
+
+class PolicyDeniedError(OpsgateError):
+    """Policies refuse the request; the message names each rule, its reason and the remedy."""
+
+
+class ApprovalRefusedError(OpsgateError):
+    """A principal may not decide this approval (self-approval, missing role, wrong state)."""
+
+
+class StalePlanError(OpsgateError):
+    """The plan that would run differs from the plan the caller reviewed (``plan_digest``)."""

@@ -441,6 +441,7 @@ class Approval:
     id: str
     execution_id: str
     step_id: str
+    gate: str
     status: ApprovalStatus
     digest: str
     approvers: Approvers
@@ -476,8 +477,27 @@ class Schedule:
     last_fire_at: datetime | None
     last_outcome: FireOutcome | None
     catchup_window_seconds: int
+    misfire_grace_seconds: int
+    idempotency_key: str | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewFire:
+    """A schedule's fire to record in the transaction that creates the execution it starts.
+
+    ``fire_at`` must still be the schedule's ``next_fire_at`` (compare-and-set), and is recorded
+    under the unique (schedule, fire time) key: whichever scheduler commits first starts it, the
+    others roll back. ``queue`` puts the execution in line on the schedule's lock, so it waits
+    for the schedule's previous executions (overlap policies ``queue`` and ``cancel_previous``).
+    """
+
+    schedule_id: str
+    fire_at: datetime
+    next_fire_at: datetime | None
+    queue: bool = False
+    data: JSONObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

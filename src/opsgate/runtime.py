@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from opsgate.actions.registry import ActionRegistry
 from opsgate.catalog import Catalog, load_catalog
 from opsgate.config import Settings
+from opsgate.inventory import load_inventory, names_as_targets
+from opsgate.scheduler import Scheduler
 from opsgate.service import Principal, Service
 from opsgate.stores import SQLStore
 from opsgate.worker import Worker
@@ -25,17 +27,24 @@ class Runtime:
     registry: ActionRegistry
     worker: Worker
     service: Service
+    #: Fires schedules: ``opsgate serve`` runs ``scheduler.run()`` beside ``worker.run()``.
+    scheduler: Scheduler
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        """Load the documents (any error stops here, listed), then open and migrate the store."""
+        """Load the documents and the inventory (any error stops here, listed), then open and
+        migrate the store."""
         catalog = load_catalog(settings.blueprints, settings.policies)
         registry = ActionRegistry.load()
+        inventory = load_inventory(settings.inventory) if settings.inventory else None
         store = SQLStore.open(settings.database_url)
         store.migrate()
-        worker = Worker(store, registry)
-        service = Service(store, catalog, wake=worker.wake)
-        return cls(settings, store, catalog, registry, worker, service)
+        targets = inventory.for_workflow if inventory is not None else names_as_targets
+        worker = Worker(store, registry, targets=targets, policies=catalog.policies)
+        service = Service(store, catalog, wake=worker.wake, inventory=inventory)
+        scheduler = Scheduler(store, service)
+        service.wake_scheduler = scheduler.wake
+        return cls(settings, store, catalog, registry, worker, service, scheduler)
 
     @property
     def principal(self) -> Principal:

@@ -7,41 +7,106 @@ runs steps itself. Who calls comes from authentication, as a :class:`Principal`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import base64
+import binascii
+import heapq
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from opsgate.approvals import (
+    already_decided_alike,
+    approval_view,
+    checked_response,
+    decision_refusal,
+    settled,
+)
 from opsgate.catalog import Catalog
 from opsgate.engine.conductor import Conductor, ExecutionFacts, progress
+from opsgate.engine.gates import digests_for
 from opsgate.engine.locks import lock_keys
 from opsgate.engine.rollback import needs_rollback
 from opsgate.engine.statuses import (
     EXECUTION_MACHINE,
+    EXECUTION_TERMINAL,
+    ApprovalStatus,
     ExecutionStatus,
     StepRunStatus,
     Trigger,
     next_status,
 )
-from opsgate.errors import ConflictError, InvalidParametersError, NotFoundError
-from opsgate.models import Execution, StepRun
-from opsgate.spec.model import WorkflowSpec
+from opsgate.errors import (
+    ApprovalRefusedError,
+    ConflictError,
+    InvalidParametersError,
+    InvalidTransitionError,
+    NotFoundError,
+    OpsgateError,
+    PolicyDeniedError,
+    StalePlanError,
+)
+from opsgate.expressions import ExpressionError
+from opsgate.inventory import Inventory, names_as_targets, selector_terms, workflow_selector
+from opsgate.models import (
+    Approval,
+    ApprovalDecisionKind,
+    Channel,
+    Execution,
+    MisfirePolicy,
+    NewFire,
+    OverlapPolicy,
+    Schedule,
+    StepRun,
+    canonical_json,
+)
+from opsgate.planning import build_plan, masked, verdict_view
+from opsgate.planning import plan_digest as digest_of_plan
+from opsgate.policy import PolicyRequest, Verdict, evaluate_policies
+from opsgate.schedules.cron import CronError, CronSchedule, Fire, parse_cron
+from opsgate.schedules.fires import OVERLAP_WORDS, first_fire, following, misfire_words
+from opsgate.schedules.validation import (
+    DEFAULT_CATCHUP_WINDOW_SECONDS,
+    DEFAULT_MISFIRE_GRACE_SECONDS,
+    InvalidScheduleError,
+    ScheduleProblem,
+    ScheduleRequest,
+    check_schedule,
+)
+from opsgate.spec.model import ParameterSpec, StepSpec, WorkflowSpec
 from opsgate.spec.parameters import validate_parameters
-from opsgate.stores.sql import SQLStore
+from opsgate.stores.sql import ScheduleChanges, SQLStore, utc_now
 from opsgate.views import (
+    ApprovalList,
+    ApprovalView,
     EventList,
     EventView,
     ExecutionList,
     ExecutionStarted,
     ExecutionStatusView,
     ExecutionSummary,
+    FireTimeView,
+    GateView,
     MetricsList,
+    ParameterView,
+    PlanView,
+    ScheduleList,
+    ScheduleView,
+    StepOutline,
     StepRunView,
     StepView,
+    TargetChoiceView,
+    UpcomingExecution,
+    UpcomingList,
+    VerdictView,
+    WorkflowDetails,
+    WorkflowList,
     WorkflowMetricsView,
+    WorkflowSummary,
+    WorkflowTargetsView,
 )
 
 T = TypeVar("T")
@@ -67,10 +132,16 @@ class Service:
         catalog: Catalog,
         *,
         wake: Callable[[str | None], None] = lambda _: None,
+        inventory: Inventory | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.wake = wake
+        self.inventory = inventory
+        #: Set by the runtime to the scheduler's ``wake``: schedules changed.
+        self.wake_scheduler: Callable[[], None] = lambda: None
+        #: What the service takes as now (verdicts, first and upcoming fires); tests inject theirs.
+        self.clock: Callable[[], datetime] = utc_now
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(function, *args, **kwargs))
@@ -91,13 +162,28 @@ class Service:
         parameters: Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
+        plan_digest: str | None = None,
+        fire: NewFire | None = None,
     ) -> ExecutionStarted:
-        """Validate the parameters, snapshot the blueprint and create a pending execution."""
+        """Validate the parameters, check the policies (and the reviewed plan's digest),
+        snapshot the blueprint and create a pending execution."""
         spec = self.blueprint(workflow_name)
         values, problems = validate_parameters(spec.parameters, parameters)
         if problems:
             raise InvalidParametersError(workflow_name, problems)
         content = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        targets = self._targets(spec, values)
+        verdict = self._verdict(principal, spec, values, targets)
+        if not verdict.allowed:
+            raise PolicyDeniedError(f"{workflow_name}: {verdict.explain()}")
+        if plan_digest is not None:
+            current = digest_of_plan(content, values, targets, verdict)
+            if current != plan_digest:
+                raise StalePlanError(
+                    f"the plan of {workflow_name} changed since it was reviewed (digest "
+                    f"{plan_digest} is now {current}): call plan_workflow again, review it, "
+                    "and execute with the new plan_digest"
+                )
         snapshot = await self._call(self.store.save_snapshot, spec.name, spec.version, content)
         execution, created = await self._call(
             self.store.create_execution,
@@ -106,6 +192,7 @@ class Service:
             parameters=values,
             requested_by=principal.name,
             idempotency_key=idempotency_key,
+            fire=fire,
         )
         if created and spec.concurrency is not None:
             await self._take_locks(spec, execution, values, principal)
@@ -163,6 +250,28 @@ class Service:
                 f"{', '.join(queued)} are held by other executions; execution {execution.id} "
                 "was recorded as failed. Try again when they finish."
             )
+
+    # ----------------------------------------------------------------- catalog
+
+    async def list_workflows(
+        self, *, category: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> WorkflowList:
+        """The served blueprints by name, a page at a time (``cursor`` = the last name seen)."""
+        after = _decode_name_cursor(cursor)
+        names = sorted(
+            name
+            for name, spec in self.catalog.blueprints.items()
+            if (category is None or spec.category == category) and name > after
+        )
+        page = names[:limit]
+        return WorkflowList(
+            workflows=[workflow_summary(self.catalog.blueprints[name]) for name in page],
+            next_cursor=_encode_name_cursor(page[-1]) if len(names) > limit else None,
+        )
+
+    async def get_workflow_details(self, workflow_name: str) -> WorkflowDetails:
+        """Parameters, targets, steps with their gates, locks and rollback of one blueprint."""
+        return workflow_details(self.blueprint(workflow_name))
 
     # ----------------------------------------------------------------- reading
 
@@ -259,6 +368,7 @@ class Service:
         )
         if execution.lease_owner is None:
             # No worker holds it (queued, parked, waiting): finish the cancel here.
+            await self._call(self.store.cancel_open_approvals, execution_id, actor=principal.name)
             spec = await self._call(self._spec_of, execution)
             runs = await self._call(self.store.list_step_runs, execution_id)
             if cleanup and needs_rollback(spec, runs):
@@ -321,6 +431,441 @@ class Service:
                 continue  # the status moved meanwhile: judge again from the new one
             return updated
         raise ConflictError(f"execution {execution_id} keeps changing; try again")
+
+    # ----------------------------------------------------------------- governance
+
+    def _targets(self, spec: WorkflowSpec, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The targets a run would address, resolved as the worker resolves them."""
+        if self.inventory is None:
+            return names_as_targets(spec, values)
+        return self.inventory.for_workflow(spec, values)
+
+    def _verdict(
+        self,
+        principal: Principal,
+        spec: WorkflowSpec,
+        values: Mapping[str, Any],
+        targets: Sequence[Mapping[str, Any]],
+        now: datetime | None = None,
+    ) -> Verdict:
+        return evaluate_policies(
+            self.catalog.policies,
+            PolicyRequest(
+                blueprint=spec,
+                params=masked(spec, values),
+                principal=principal.name,
+                roles=principal.roles,
+                targets=targets,
+                now=now or self.clock(),
+            ),
+        )
+
+    def _checked(
+        self, workflow_name: str, parameters: Mapping[str, Any]
+    ) -> tuple[WorkflowSpec, dict[str, Any]]:
+        spec = self.blueprint(workflow_name)
+        values, problems = validate_parameters(spec.parameters, parameters)
+        if problems:
+            raise InvalidParametersError(workflow_name, problems)
+        return spec, values
+
+    async def validate_workflow_policies(
+        self, principal: Principal, workflow_name: str, parameters: Mapping[str, Any]
+    ) -> VerdictView:
+        """The policy verdict for running ``workflow_name`` with ``parameters`` as ``principal``."""
+        spec, values = self._checked(workflow_name, parameters)
+        verdict = self._verdict(principal, spec, values, self._targets(spec, values))
+        return verdict_view(spec.name, verdict, self.catalog.roles)
+
+    async def plan_workflow(
+        self, principal: Principal, workflow_name: str, parameters: Mapping[str, Any]
+    ) -> PlanView:
+        """What an execution would do, with the verdict, the gates and a ``plan_digest``."""
+        spec, values = self._checked(workflow_name, parameters)
+        targets = self._targets(spec, values)
+        verdict = self._verdict(principal, spec, values, targets)
+        content = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        digest = digest_of_plan(content, values, targets, verdict)
+        return build_plan(spec, values, targets, verdict, self.catalog.roles, digest)
+
+    async def list_pending_approvals(self, principal: Principal) -> ApprovalList:
+        """Pending approvals that ``principal`` may decide, oldest first."""
+        pending = await self._call(self.store.list_approvals, status=ApprovalStatus.PENDING)
+        mine = [a for a in pending if decision_refusal(a, principal.name, principal.roles) is None]
+        return ApprovalList(approvals=[await self._approval_view(a) for a in mine])
+
+    async def approve_step(
+        self,
+        principal: Principal,
+        approval_id: str,
+        *,
+        comment: str | None = None,
+        response: Mapping[str, Any] | None = None,
+        channel: Channel = Channel.MCP,
+    ) -> ApprovalView:
+        """Approve; the gate opens once its quorum of distinct approvers has approved."""
+        return await self._decide(
+            principal, approval_id, ApprovalDecisionKind.GRANTED, comment, response, channel
+        )
+
+    async def reject_step(
+        self,
+        principal: Principal,
+        approval_id: str,
+        *,
+        comment: str,
+        channel: Channel = Channel.MCP,
+    ) -> ApprovalView:
+        """Reject (a comment saying why is required); the step fails and rollback runs."""
+        if not comment or not comment.strip():
+            raise ApprovalRefusedError(
+                f"rejecting approval {approval_id} needs a comment saying why; the requester "
+                "and the audit log read it"
+            )
+        return await self._decide(
+            principal, approval_id, ApprovalDecisionKind.REJECTED, comment, None, channel
+        )
+
+    async def _decide(
+        self,
+        principal: Principal,
+        approval_id: str,
+        decision: ApprovalDecisionKind,
+        comment: str | None,
+        response: Mapping[str, Any] | None,
+        channel: Channel,
+    ) -> ApprovalView:
+        approval = await self._call(self.store.get_approval, approval_id)
+        if already_decided_alike(approval, principal.name, decision):
+            return await self._approval_view(approval)  # the same call again: idempotent
+        refusal = decision_refusal(approval, principal.name, principal.roles)
+        if refusal is not None:
+            raise ApprovalRefusedError(refusal)
+        execution = await self._call(self.store.get_execution, approval.execution_id)
+        if execution.status in EXECUTION_TERMINAL:
+            raise ApprovalRefusedError(
+                f"approval {approval_id} belongs to execution {execution.id}, which is "
+                f"{execution.status}: there is nothing left to approve"
+            )
+        answer = None
+        if decision is ApprovalDecisionKind.GRANTED:
+            answer = checked_response(approval, response)
+        await self._supersede_if_stale(approval, execution, principal)
+        await self._call(
+            self.store.add_decision,
+            approval_id,
+            principal=principal.name,
+            decision=decision,
+            channel=channel,
+            comment=comment,
+            response=answer,
+        )
+        approval = await self._call(self.store.get_approval, approval_id)
+        trigger = settled(approval)
+        if trigger is not None:
+            approval, _ = await self._call(
+                self.store.transition_approval,
+                approval_id,
+                trigger,
+                expected=ApprovalStatus.PENDING,
+                actor=principal.name,
+            )
+            await self._call(self.store.wake_execution, execution.id)
+            self.wake(execution.id)
+        return await self._approval_view(approval)
+
+    async def _supersede_if_stale(
+        self, approval: Approval, execution: Execution, principal: Principal
+    ) -> None:
+        """Refuse a decision on a plan that changed (targets, inputs); the worker asks again."""
+        spec = await self._call(self._spec_of, execution)
+        runs = await self._call(self.store.list_step_runs, execution.id)
+        targets = self._targets(spec, execution.parameters)
+        current = digests_for(spec.steps, [approval.step_id], execution.parameters, targets, runs)
+        if current[approval.step_id] == approval.digest:
+            return
+        await self._call(
+            self.store.transition_approval,
+            approval.id,
+            Trigger.SUPERSEDE,
+            expected=ApprovalStatus.PENDING,
+            actor=principal.name,
+            data={"reason": "the plan changed (targets or inputs) since it was requested"},
+        )
+        await self._call(self.store.wake_execution, execution.id)
+        self.wake(execution.id)
+        raise ApprovalRefusedError(
+            f"the plan of step {approval.step_id!r} changed (its targets or inputs) since "
+            f"approval {approval.id} was requested: it is superseded and a new approval is "
+            "being requested; call list_pending_approvals and decide the new one"
+        )
+
+    async def _approval_view(self, approval: Approval) -> ApprovalView:
+        execution = await self._call(self.store.get_execution, approval.execution_id)
+        return approval_view(approval, execution.workflow_name)
+
+    # ----------------------------------------------------------------- targets
+
+    async def get_workflow_targets(
+        self, workflow_name: str, parameters: Mapping[str, Any]
+    ) -> WorkflowTargetsView:
+        """The targets a run with ``parameters`` would address, and why each inventory target
+        is in or out; an unknown name, group or label is a NotFoundError with close matches."""
+        spec = self.blueprint(workflow_name)
+        values, problems = validate_parameters(spec.parameters, parameters)
+        if problems:
+            raise InvalidParametersError(workflow_name, problems)
+        return targets_view(spec, values, self.inventory)
+
+    # ----------------------------------------------------------------- schedules
+
+    async def schedule_workflow(
+        self,
+        principal: Principal,
+        workflow_name: str,
+        cron: str,
+        timezone: str = "UTC",
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        overlap_policy: str = OverlapPolicy.SKIP,
+        misfire_policy: str = MisfirePolicy.RUN_ONCE,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        enabled: bool = True,
+        catchup_window_seconds: int = DEFAULT_CATCHUP_WINDOW_SECONDS,
+        misfire_grace_seconds: int = DEFAULT_MISFIRE_GRACE_SECONDS,
+        idempotency_key: str | None = None,
+    ) -> ScheduleView:
+        """Check everything at once (cron, timezone, parameters, policies, times), then save a
+        schedule owned by ``principal``; returns it with its next fire times explained."""
+        if idempotency_key is not None:
+            found = await self._call(self.store.find_schedule, principal.name, idempotency_key)
+            if found is not None:
+                spec = self.catalog.blueprints.get(workflow_name)
+                given = dict(parameters or {})
+                values = validate_parameters(spec.parameters, given)[0] if spec else given
+                return _same_schedule(found, workflow_name, cron, timezone, values)
+        request = self._check_schedule(
+            principal,
+            workflow_name,
+            cron=cron,
+            timezone=timezone,
+            parameters=parameters or {},
+            overlap_policy=overlap_policy,
+            misfire_policy=misfire_policy,
+            start_at=start_at,
+            end_at=end_at,
+            catchup_window_seconds=catchup_window_seconds,
+            misfire_grace_seconds=misfire_grace_seconds,
+        )
+        schedule = await self._call(
+            self.store.create_schedule,
+            workflow_name=workflow_name,
+            cron=request.cron.expression,
+            timezone=request.cron.timezone,
+            parameters=request.parameters,
+            owner=principal.name,
+            overlap_policy=request.overlap_policy,
+            misfire_policy=request.misfire_policy,
+            catchup_window_seconds=request.catchup_window_seconds,
+            misfire_grace_seconds=request.misfire_grace_seconds,
+            next_fire_at=request.next_fire_at if enabled else None,
+            enabled=enabled,
+            start_at=request.start_at,
+            end_at=request.end_at,
+            idempotency_key=idempotency_key,
+        )
+        self.wake_scheduler()
+        return schedule_view(schedule)
+
+    async def list_scheduled_workflows(
+        self, workflow_name: str | None = None, *, fire_times: int = 3
+    ) -> ScheduleList:
+        """Every schedule (paused ones too), oldest first, each with its next fire times."""
+        found = await self._call(self.store.list_schedules, workflow_name=workflow_name)
+        return ScheduleList(schedules=[schedule_view(s, fire_times) for s in found])
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleView:
+        return schedule_view(await self._call(self.store.get_schedule, schedule_id))
+
+    async def update_schedule(
+        self,
+        principal: Principal,
+        schedule_id: str,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        overlap_policy: str | None = None,
+        misfire_policy: str | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        enabled: bool | None = None,
+        catchup_window_seconds: int | None = None,
+        misfire_grace_seconds: int | None = None,
+    ) -> ScheduleView:
+        """Change a schedule (``None``: unchanged), checked as a whole like a new one.
+
+        ``enabled=False`` pauses it (no fire until resumed); ``enabled=True`` resumes it from
+        the next fire after now: fires that fell into the pause are not made up.
+        """
+        current = await self._call(self.store.get_schedule, schedule_id)
+        _check_owner(principal, current, "change")
+        request = self._check_schedule(
+            principal,
+            current.workflow_name,
+            cron=_given(cron, current.cron),
+            timezone=_given(timezone, current.timezone),
+            parameters=_given(parameters, current.parameters),
+            overlap_policy=_given(overlap_policy, current.overlap_policy),
+            misfire_policy=_given(misfire_policy, current.misfire_policy),
+            start_at=_given(start_at, current.start_at),
+            end_at=_given(end_at, current.end_at),
+            catchup_window_seconds=_given(catchup_window_seconds, current.catchup_window_seconds),
+            misfire_grace_seconds=_given(misfire_grace_seconds, current.misfire_grace_seconds),
+        )
+        active = _given(enabled, current.enabled)
+        timing = (request.cron.expression, request.cron.timezone, request.start_at, request.end_at)
+        moved = timing != (current.cron, current.timezone, current.start_at, current.end_at)
+        next_fire_at = current.next_fire_at
+        if not active:
+            next_fire_at = None
+        elif moved or not current.enabled or next_fire_at is None:
+            # Strictly after the last fire too: a fire time is recorded once, ever.
+            after = max(filter(None, (self.clock(), current.last_fire_at)))
+            next_fire_at = first_fire(request.cron, after, request.start_at, request.end_at)
+        values: ScheduleChanges = {
+            "cron": request.cron.expression,
+            "timezone": request.cron.timezone,
+            "parameters": request.parameters,
+            "overlap_policy": request.overlap_policy,
+            "misfire_policy": request.misfire_policy,
+            "start_at": request.start_at,
+            "end_at": request.end_at,
+            "enabled": active,
+            "next_fire_at": next_fire_at,
+            "catchup_window_seconds": request.catchup_window_seconds,
+            "misfire_grace_seconds": request.misfire_grace_seconds,
+        }
+        # Only what differs, so that the schedule.updated event says what changed.
+        changes: dict[str, Any] = {k: v for k, v in values.items() if getattr(current, k) != v}
+        updated = await self._call(
+            self.store.update_schedule, schedule_id, actor=principal.name, **changes
+        )
+        self.wake_scheduler()
+        return schedule_view(updated)
+
+    async def delete_schedule(self, principal: Principal, schedule_id: str) -> ScheduleView:
+        """Stop a schedule for good; its fires, executions and events stay in the history."""
+        current = await self._call(self.store.get_schedule, schedule_id)
+        _check_owner(principal, current, "delete")
+        deleted = await self._call(self.store.delete_schedule, schedule_id, actor=principal.name)
+        self.wake_scheduler()
+        return schedule_view(deleted)
+
+    async def get_upcoming_executions(
+        self, hours_ahead: float = 24, workflow_name: str | None = None, *, limit: int = 100
+    ) -> UpcomingList:
+        """The fires of every enabled schedule in the next ``hours_ahead`` hours, in time order."""
+        if not 0 < hours_ahead <= MAX_UPCOMING_HOURS:
+            raise ValueError(f"hours_ahead must be above 0 and at most {MAX_UPCOMING_HOURS}")
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be between 1 and 1000, not {limit}")
+        found = await self._call(self.store.list_schedules, workflow_name=workflow_name)
+        until = self.clock() + timedelta(hours=hours_ahead)
+        upcoming, truncated = upcoming_fires(found, until, limit)
+        return UpcomingList(hours_ahead=hours_ahead, executions=upcoming, truncated=truncated)
+
+    async def fire_schedule(
+        self, schedule: Schedule, fire: NewFire, *, cancel: Sequence[str] = ()
+    ) -> str:
+        """Start one fire's execution as the schedule's owner (the scheduler calls this): the
+        policies judge the owner now, and the fire is recorded with the execution. Then cancel
+        ``cancel``, the executions the overlap policy ``cancel_previous`` replaces."""
+        owner = Principal(schedule.owner, self.catalog.roles.roles_of(schedule.owner))
+        started = await self.execute_workflow(
+            owner, schedule.workflow_name, schedule.parameters, fire=fire
+        )
+        reason = (
+            f"schedule {schedule.id} fired again at {fire.fire_at.isoformat()} "
+            "(overlap policy cancel_previous)"
+        )
+        for execution_id in cancel:
+            try:
+                await self.cancel_execution(owner, execution_id, cleanup=True, reason=reason)
+            except (ConflictError, InvalidTransitionError):
+                pass  # it ended meanwhile: nothing left to cancel
+        return started.execution_id
+
+    def _check_schedule(
+        self, principal: Principal, workflow_name: str, **fields: Any
+    ) -> ScheduleRequest:
+        """The checked request, or one :class:`InvalidScheduleError` with every problem."""
+        spec = self.catalog.blueprints.get(workflow_name)
+        problems = []
+        if spec is None:
+            missing = NotFoundError("workflow", workflow_name, self.catalog.blueprints)
+            problems.append(ScheduleProblem("workflow_name", str(missing), "see list_workflows"))
+        request, found = check_schedule(spec=spec, now=self.clock(), **fields)
+        problems += found
+        if request is not None and spec is not None:
+            problems += self._policy_problems(principal, spec, request)
+        if problems or request is None:
+            raise InvalidScheduleError(f"schedule of {workflow_name!r}", problems)
+        return request
+
+    def _policy_problems(
+        self, principal: Principal, spec: WorkflowSpec, request: ScheduleRequest
+    ) -> list[ScheduleProblem]:
+        """The policies' verdict for the owner at the first fire time (every fire is judged
+        again when it fires), and targets that cannot be resolved."""
+        try:
+            targets = self._targets(spec, request.parameters)
+        except (ExpressionError, OpsgateError) as exc:
+            return [ScheduleProblem("targets", str(exc), "check the parameters the targets use")]
+        verdict = self._verdict(principal, spec, request.parameters, targets, request.next_fire_at)
+        return [
+            ScheduleProblem("policy", violation.explain(), "the schedule would be denied")
+            for violation in verdict.violations
+        ]
+
+
+def targets_view(
+    spec: WorkflowSpec, values: Mapping[str, Any], inventory: Inventory | None
+) -> WorkflowTargetsView:
+    """The ``get_workflow_targets`` shape: the rendered selector and each target's choice."""
+    selector = workflow_selector(spec, values)
+    if inventory is None:
+        names = [] if selector is None else selector_terms(selector)
+        reason = "named by the selector (no inventory is configured: OPSGATE_INVENTORY)"
+        choices = [TargetChoiceView(name=name, selected=True, reasons=[reason]) for name in names]
+        return WorkflowTargetsView(
+            workflow_name=spec.name,
+            selector=selector,
+            inventory=None,
+            selected=names,
+            targets=choices,
+        )
+    explained = inventory.explain(selector) if selector is not None else []
+    targets = [
+        TargetChoiceView(
+            name=choice.name,
+            selected=choice.selected,
+            reasons=list(choice.reasons),
+            address=inventory.targets[choice.name].address,
+            groups=list(inventory.targets[choice.name].groups),
+            labels=dict(inventory.targets[choice.name].labels),
+        )
+        for choice in explained
+    ]
+    selected = [] if selector is None else [t["name"] for t in inventory.select(selector)]
+    return WorkflowTargetsView(
+        workflow_name=spec.name,
+        selector=selector,
+        inventory=inventory.source,
+        selected=selected,
+        targets=targets,
+    )
 
 
 def status_view(
@@ -395,3 +940,242 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return round((end - start).total_seconds(), 3)
+
+
+# --------------------------------------------------------------------- catalog views
+
+
+def _encode_name_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(f"after:{name}".encode()).decode()
+
+
+def _decode_name_cursor(cursor: str | None) -> str:
+    if cursor is None:
+        return ""
+    try:
+        position = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
+        if not position.startswith("after:"):
+            raise ValueError("not a position written by list_workflows")
+        return position.removeprefix("after:")
+    except (ValueError, binascii.Error) as exc:
+        # ValueError, like the store's cursors: the front ends report it as a bad argument.
+        raise ValueError(
+            f"invalid cursor {cursor!r}: pass the next_cursor of the previous page unchanged, "
+            "or no cursor for the first page"
+        ) from exc
+
+
+def workflow_summary(spec: WorkflowSpec) -> WorkflowSummary:
+    return WorkflowSummary(
+        workflow_name=spec.name,
+        version=spec.version,
+        title=spec.title,
+        description=spec.description,
+        category=spec.category,
+        risk=spec.risk,
+        tags=list(spec.tags),
+        parameters=[
+            name + ("*" if p.required and p.default is None else "")
+            for name, p in spec.parameters.items()
+        ],
+        steps=len(spec.steps),
+        approval_steps=[step.id for step in spec.steps if step.approval is not None],
+    )
+
+
+def workflow_details(spec: WorkflowSpec) -> WorkflowDetails:
+    concurrency = spec.concurrency
+    return WorkflowDetails(
+        workflow_name=spec.name,
+        version=spec.version,
+        title=spec.title,
+        description=spec.description,
+        documentation=spec.documentation,
+        owner=spec.owner,
+        category=spec.category,
+        risk=spec.risk,
+        tags=list(spec.tags),
+        parameters=[_parameter_view(name, p) for name, p in spec.parameters.items()],
+        targets=list(spec.targets) if isinstance(spec.targets, tuple) else spec.targets,
+        steps=[_step_outline(step) for step in spec.steps],
+        locks=list(concurrency.locks) if concurrency else [],
+        on_lock_conflict=concurrency.on_conflict if concurrency else None,
+        rollback_on_failure=spec.rollback_on_failure,
+        rollback_actions=[action.id for action in spec.rollback_plan.on_failure],
+        timeout_seconds=spec.timeout.total_seconds() if spec.timeout else None,
+        next_step=(
+            f"call plan_workflow(workflow_name={spec.name!r}, parameters={{...}}) to review "
+            "what would run, then execute_workflow"
+        ),
+    )
+
+
+def _parameter_view(name: str, spec: ParameterSpec) -> ParameterView:
+    return ParameterView(
+        name=name,
+        type=spec.type,
+        required=spec.required and spec.default is None,
+        default=None if spec.secret else spec.default,
+        description=spec.description,
+        secret=spec.secret,
+        enum=list(spec.enum) if spec.enum is not None else None,
+        min=spec.min,
+        max=spec.max,
+        pattern=spec.pattern,
+    )
+
+
+def _step_outline(step: StepSpec) -> StepOutline:
+    gate = step.approval
+    return StepOutline(
+        step_id=step.id,
+        name=step.name or step.id,
+        action=step.action,
+        depends_on=list(step.depends_on),
+        when=step.when,
+        fans_out=step.for_each is not None,
+        approval=None
+        if gate is None
+        else GateView(
+            approver_roles=list(gate.approvers.roles),
+            approver_principals=list(gate.approvers.principals),
+            quorum=gate.quorum,
+            timeout_seconds=gate.timeout.total_seconds(),
+            on_timeout=gate.on_timeout,
+            allow_self_approval=gate.allow_self_approval,
+            confirm=gate.confirm,
+        ),
+        has_rollback=step.rollback is not None,
+    )
+
+
+# --------------------------------------------------------------------- schedule views
+
+#: How far ``get_upcoming_executions`` looks ahead at most.
+MAX_UPCOMING_HOURS = 24 * 31
+_TICK = timedelta(microseconds=1)
+
+
+def _given(value: T | None, current: T) -> T:
+    return current if value is None else value
+
+
+def _check_owner(principal: Principal, schedule: Schedule, action: str) -> None:
+    """Only the owner changes a schedule: its executions run with the owner's rights."""
+    if principal.name != schedule.owner:
+        raise PolicyDeniedError(
+            f"{principal.name} may not {action} schedule {schedule.id}: it belongs to "
+            f"{schedule.owner}, and its executions run with {schedule.owner}'s rights. Ask "
+            f"{schedule.owner} to {action} it, or create your own schedule."
+        )
+
+
+def _same_schedule(
+    found: Schedule,
+    workflow_name: str,
+    cron: str,
+    timezone: str,
+    parameters: Mapping[str, Any],
+) -> ScheduleView:
+    """The schedule an idempotency key created before, if this is the same request."""
+    request = (workflow_name, cron, timezone, canonical_json(parameters))
+    if request != (
+        found.workflow_name,
+        found.cron,
+        found.timezone,
+        canonical_json(found.parameters),
+    ):
+        raise ConflictError(
+            f"idempotency key {found.idempotency_key!r} of {found.owner} was already used for "
+            f"schedule {found.id} with another workflow, cron, timezone or parameters; repeat "
+            "the original request exactly, or use a new key"
+        )
+    return schedule_view(found, created=False)
+
+
+def fire_time_view(fire: Fire) -> FireTimeView:
+    return FireTimeView(
+        at_utc=fire.at,
+        at_local=fire.local.isoformat(),
+        dst=None if fire.dst is None else str(fire.dst),
+        note=fire.explain(),
+    )
+
+
+def schedule_view(schedule: Schedule, fire_times: int = 5, *, created: bool = True) -> ScheduleView:
+    """The ``schedule_workflow`` shape: the schedule, its next fire times, its policies in words."""
+    fires: list[Fire] = []
+    if schedule.next_fire_at is not None:
+        try:
+            cron = parse_cron(schedule.cron, schedule.timezone)
+        except CronError:
+            cron = None
+        if cron is not None:
+            start = schedule.next_fire_at - _TICK
+            fires = [
+                fire
+                for fire in cron.fires(start, fire_times)
+                if schedule.end_at is None or fire.at <= schedule.end_at
+            ]
+    return ScheduleView(
+        schedule_id=schedule.id,
+        workflow_name=schedule.workflow_name,
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        parameters=dict(schedule.parameters),
+        owner=schedule.owner,
+        enabled=schedule.enabled,
+        overlap_policy=str(schedule.overlap_policy),
+        overlap_policy_explained=OVERLAP_WORDS[schedule.overlap_policy],
+        misfire_policy=str(schedule.misfire_policy),
+        misfire_policy_explained=misfire_words(
+            schedule.misfire_policy, schedule.catchup_window_seconds, schedule.misfire_grace_seconds
+        ),
+        catchup_window_seconds=schedule.catchup_window_seconds,
+        misfire_grace_seconds=schedule.misfire_grace_seconds,
+        start_at=schedule.start_at,
+        end_at=schedule.end_at,
+        next_fire_at=schedule.next_fire_at,
+        last_fire_at=schedule.last_fire_at,
+        last_outcome=None if schedule.last_outcome is None else str(schedule.last_outcome),
+        next_fire_times=[fire_time_view(fire) for fire in fires],
+        created=created,
+        created_at=schedule.created_at,
+        updated_at=schedule.updated_at,
+    )
+
+
+def upcoming_fires(
+    schedules: Sequence[Schedule], until: datetime, limit: int
+) -> tuple[list[UpcomingExecution], bool]:
+    """The fires of enabled schedules up to ``until`` in time order, at most ``limit``, and
+    whether more were left out: a merge over one heap entry per schedule, so a long list of
+    schedules costs one cron step per fire listed, not per schedule and hour."""
+    heap: list[tuple[datetime, int, Schedule, CronSchedule]] = []
+    for index, schedule in enumerate(schedules):
+        if not schedule.enabled or schedule.next_fire_at is None:
+            continue
+        try:
+            cron = parse_cron(schedule.cron, schedule.timezone)
+        except CronError:
+            continue
+        heap.append((schedule.next_fire_at, index, schedule, cron))
+    heapq.heapify(heap)
+    found: list[UpcomingExecution] = []
+    while heap and heap[0][0] <= until:
+        if len(found) == limit:
+            return found, True
+        at, index, schedule, cron = heapq.heappop(heap)
+        fire = cron.next_fire(at - _TICK)
+        found.append(
+            UpcomingExecution(
+                schedule_id=schedule.id,
+                workflow_name=schedule.workflow_name,
+                timezone=schedule.timezone,
+                fire=fire_time_view(fire),
+            )
+        )
+        following_at = following(cron, fire.at, schedule.end_at)
+        if following_at is not None:
+            heapq.heappush(heap, (following_at, index, schedule, cron))
+    return found, False

@@ -14,6 +14,7 @@ and fail the execution into its rollback path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -23,16 +24,31 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 
-from opsgate.actions.base import StepContext, run_action
+from opsgate.actions.base import StepContext, render_arguments, run_action
+from opsgate.actions.connections import Connections
 from opsgate.actions.registry import ActionRegistry
-from opsgate.engine.conductor import Conductor, ExecutionFacts, Outcome, StepView, fan_out_items
+from opsgate.engine.conductor import (
+    Conductor,
+    ExecutionFacts,
+    Outcome,
+    StepFailure,
+    StepView,
+    fan_out_items,
+)
 from opsgate.engine.context import run_variables, step_outputs
+from opsgate.engine.gates import (
+    GateCheck,
+    check_gates,
+    digests_for,
+    granted_responses,
+    response_schema,
+)
 from opsgate.engine.locks import lock_keys
 from opsgate.engine.retry import Failure, next_attempt_at
 from opsgate.engine.rollback import (
@@ -43,12 +59,44 @@ from opsgate.engine.rollback import (
     plan_actions,
     plan_step_id,
 )
-from opsgate.engine.statuses import EXECUTION_TERMINAL, ExecutionStatus, StepRunStatus, Trigger
-from opsgate.errors import ConflictError, StepError, StoreError
-from opsgate.expressions import ExpressionError, render_value
-from opsgate.models import EventType, Execution, NewStepRun, StepRun
+from opsgate.engine.statuses import (
+    EXECUTION_MACHINE,
+    EXECUTION_TERMINAL,
+    STEP_RUN_MACHINE,
+    ApprovalStatus,
+    ExecutionStatus,
+    StepRunStatus,
+    Trigger,
+    next_status,
+)
+from opsgate.errors import (
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    OpsgateError,
+    StepError,
+    StoreError,
+)
+from opsgate.expressions import ExpressionError
+from opsgate.inventory import names_as_targets
+from opsgate.models import (
+    Approval,
+    Change,
+    EventType,
+    Execution,
+    ExecutionChanges,
+    ExecutionTransition,
+    NewStepRun,
+    NewStepRuns,
+    StepRun,
+    StepRunChanges,
+    StepRunTransition,
+)
+from opsgate.policy import Gate, PolicyRequest, Verdict, evaluate_policies
+from opsgate.secrets import secret_tokens
 from opsgate.spec.model import CompensationSpec, RetrySpec, StepSpec, WorkflowSpec
-from opsgate.stores.sql import SQLStore, utc_now
+from opsgate.spec.policies import PolicySet
+from opsgate.stores.sql import CLAIMABLE, SQLStore, planned_step_runs, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -65,24 +113,19 @@ CRASH_BACKOFF_SECONDS = 5.0
 #: How long a store call is retried when the database fails before the error is raised.
 STORE_RETRY_SECONDS = 60.0
 
-#: The statuses a worker claims: work to start, to continue, or to undo.
-CLAIMABLE = (_E.PENDING, _E.RUNNING, _E.ROLLING_BACK)
-
-
-def names_as_targets(spec: WorkflowSpec, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Targets without an inventory: the rendered ``targets`` names, comma-separated or a list.
-
-    The inventory (``OPSGATE_INVENTORY``) replaces this with real hosts, addresses and labels.
-    """
-    if spec.targets is None:
-        return []
-    rendered = render_value(spec.targets, {"params": dict(params)})
-    names = rendered.split(",") if isinstance(rendered, str) else list(rendered)
-    return [{"name": str(name).strip()} for name in names if str(name).strip()]
-
 
 class LeaseLost(Exception):
     """Another worker took the execution over; this runner must stop writing at once."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Write:
+    """One runner's changes waiting for the group commit (:meth:`Worker.write`)."""
+
+    changes: list[Change]
+    done: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    records: list[Any] = dataclasses.field(default_factory=list)
+    error: BaseException | None = None
 
 
 class Worker:
@@ -100,6 +143,7 @@ class Worker:
         draw: Callable[[], float] = random.random,
         targets: TargetResolver = names_as_targets,
         sleep: Callable[[float], Any] = anyio.sleep,
+        policies: PolicySet | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -110,9 +154,15 @@ class Worker:
         self.draw = draw
         self.resolve_targets = targets
         self.sleep = sleep
+        self.policies = policies or PolicySet()
         self._runners: dict[str, ExecutionRunner] = {}
         self._wake = anyio.Event()
         self._specs: dict[str, WorkflowSpec] = {}
+        self._write_queue: list[_Write] = []
+        self._leading = False
+        # Whether a claim may find something (see run()), and what next_wake_at last said.
+        self._look = True
+        self._due: tuple[datetime | None] | None = None
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store method in a worker thread (the store is synchronous).
@@ -133,42 +183,101 @@ class Worker:
             await anyio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
+    async def write(self, changes: list[Change]) -> list[Any]:
+        """Write a runner's changes in one transaction with those of the other runners that
+        are waiting to write: the group commit, one fsync for many executions' transitions.
+
+        The first runner to write leads: it writes every batch that arrives meanwhile, in
+        groups, until none is left. Every runner of a group gets the group's records (each
+        keeps its own). A group refused as a whole is written again one runner at a time, so
+        that one runner's conflict stays its own error.
+        """
+        request = _Write(changes)
+        self._write_queue.append(request)
+        if not self._leading:
+            self._leading = True
+            try:
+                # The others wait for their results: a cancelled leader still delivers them.
+                with anyio.CancelScope(shield=True):
+                    while self._write_queue:
+                        group, self._write_queue = self._write_queue, []
+                        await self._write_group(group)
+            finally:
+                self._leading = False
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.records
+
+    async def _write_group(self, group: list[_Write]) -> None:
+        try:
+            records = await self.call(self.store.write, [c for w in group for c in w.changes])
+            for request in group:
+                request.records = records
+        except OpsgateError as exc:
+            if len(group) == 1:
+                group[0].error = exc
+            else:
+                for request in group:
+                    try:
+                        request.records = await self.call(self.store.write, request.changes)
+                    except OpsgateError as alone:
+                        request.error = alone
+        finally:
+            for request in group:
+                request.done.set()
+
     def wake(self, execution_id: str | None = None) -> None:
         """Something changed (a new execution, a decision, a cancel): look again now."""
         runner = self._runners.get(execution_id) if execution_id else None
         if runner is not None:
             runner.poke()
+        self._something_changed()
+
+    def _something_changed(self) -> None:
+        self._look = True
+        self._due = None
         self._wake.set()
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Claim and run executions until cancelled (or, with ``until_idle``, until no work is
-        left that is due now and no runner is active: for tests and one-shot CLI runs)."""
+        left that is due now and no runner is active: for tests and one-shot CLI runs).
+
+        A claim that found less than it had room for took everything claimable: the worker
+        claims again only once something changed (:meth:`wake`, a runner that ended other than
+        quietly, a slot freed while work waited) or at its periodic look, which also finds the
+        work of other processes and expired leases.
+        """
+        self._something_changed()
         async with anyio.create_task_group() as group:
             while True:
                 self._wake = anyio.Event()
-                try:
-                    claimed = await self._claim()
-                except StoreError:
-                    logger.exception("cannot claim executions; trying again")
-                    await anyio.sleep(self.lease_seconds / 3)
-                    continue
-                for execution in claimed:
-                    if execution.id in self._runners:
-                        continue  # its own runner was late to renew; the claim renewed it
-                    runner = ExecutionRunner(self, execution)
-                    self._runners[execution.id] = runner
-                    group.start_soon(self._run_one, runner)
-                if claimed:
-                    continue
+                if self._look:
+                    room = self.capacity - len(self._runners)
+                    try:
+                        claimed = await self._claim(room)
+                    except StoreError:
+                        logger.exception("cannot claim executions; trying again")
+                        await anyio.sleep(self.lease_seconds / 3)
+                        continue
+                    self._look = len(claimed) >= room
+                    for execution in claimed:
+                        if execution.id in self._runners:
+                            continue  # its own runner was late to renew; the claim renewed it
+                        runner = ExecutionRunner(self, execution)
+                        self._runners[execution.id] = runner
+                        group.start_soon(self._run_one, runner)
+                    if claimed:
+                        self._due = None
+                        continue
                 if until_idle and not self._runners:
-                    due = await self.call(self.store.next_wake_at)
+                    due = await self._next_wake_at()
                     if due is None or due > self.clock():
                         group.cancel_scope.cancel()
                         return
                 await self._sleep_until_due()
 
-    async def _claim(self) -> list[Execution]:
-        room = self.capacity - len(self._runners)
+    async def _claim(self, room: int) -> list[Execution]:
         if room <= 0:
             return []
         return await self.call(
@@ -179,14 +288,22 @@ class Worker:
             statuses=CLAIMABLE,
         )
 
+    async def _next_wake_at(self) -> datetime | None:
+        """The store's next_wake_at, read again only once something changed."""
+        if self._due is None:
+            self._due = (await self.call(self.store.next_wake_at),)
+        return self._due[0]
+
     async def _sleep_until_due(self) -> None:
-        due = await self.call(self.store.next_wake_at)
+        due = await self._next_wake_at()
         timeout = self.lease_seconds / 3
         if due is not None:
             # At least a moment: work that is due but not claimable (a live lease) must not spin.
             timeout = min(timeout, max((due - self.clock()).total_seconds(), 0.01))
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(timeout) as scope:
             await self._wake.wait()
+        if scope.cancelled_caught:  # the periodic look, or something fell due
+            self._something_changed()
 
     async def _run_one(self, runner: ExecutionRunner) -> None:
         try:
@@ -198,7 +315,10 @@ class Worker:
             await self._release_quietly(runner.execution.id)
         finally:
             self._runners.pop(runner.execution.id, None)
-            self._wake.set()
+            if runner.ended_quietly and not self._look:
+                self._wake.set()  # nothing new to claim, but until_idle may be done
+            else:
+                self._something_changed()
 
     async def _release_quietly(self, execution_id: str) -> None:
         """After an unexpected error: give the execution back, not before a pause (no spin)."""
@@ -211,6 +331,10 @@ class Worker:
             )
         except ConflictError:
             pass
+
+    def cached_spec(self, digest: str) -> WorkflowSpec | None:
+        """The snapshot's spec if :meth:`spec_of` read it already (no thread hop needed)."""
+        return self._specs.get(digest)
 
     def spec_of(self, digest: str) -> WorkflowSpec:
         """The blueprint snapshot an execution started with (cached by digest)."""
@@ -231,6 +355,8 @@ class ExecutionRunner:
         self.runs: dict[str, StepRun] = {}
         self.spec: WorkflowSpec
         self.conductor: Conductor
+        #: Steps whose gates are not known to be cleared; checked when they would start.
+        self.gated: set[str] = set()
         self._changed = anyio.Event()
         self._attempts: anyio.abc.TaskGroup | None = None
         self._lost = False
@@ -238,6 +364,16 @@ class ExecutionRunner:
         # Decisions and attempt outcomes are persisted one at a time, so that every decision
         # is taken on all the outcomes written before it (a batch stops exactly at its limit).
         self._writing = anyio.Lock()
+        #: Deferred changes (see :meth:`_defer`), written with the next change that is not.
+        self._queued: list[Change] = []
+        self._committing = 0
+        #: Ended and gave the lease back without making other work claimable (no lock freed).
+        self.ended_quietly = False
+        #: Whether the execution can have approvals or locks for :meth:`_close` to end.
+        self._may_have_approvals = False
+        self._may_hold_locks = execution.schedule_id is not None
+        # One connection per target for the whole execution (SSH), closed when the runner stops.
+        self.connections = Connections()
 
     def poke(self) -> None:
         """Someone changed the execution (a cancel, a pause): re-read it and look again."""
@@ -246,6 +382,7 @@ class ExecutionRunner:
 
     async def _refresh(self) -> None:
         if self._stale:
+            await self._flush()
             self._stale = False
             self.execution = await self.worker.call(
                 self.worker.store.get_execution, self.execution.id
@@ -255,20 +392,37 @@ class ExecutionRunner:
 
     async def run(self) -> None:
         worker = self.worker
-        self.spec = await worker.call(worker.spec_of, self.execution.blueprint_digest)
-        targets = worker.resolve_targets(self.spec, self.execution.parameters)
+        digest = self.execution.blueprint_digest
+        cached = worker.cached_spec(digest)
+        self.spec = await worker.call(worker.spec_of, digest) if cached is None else cached
+        try:
+            targets = worker.resolve_targets(self.spec, self.execution.parameters)
+        except (ConfigurationError, NotFoundError, ExpressionError) as exc:
+            await self._unresolvable(exc)
+            return
+        verdict = self._verdict(targets)
+        self.gated = {step.id for step in self.spec.steps if verdict.gates_for(step.id)}
+        self._may_have_approvals = bool(self.gated)
+        self._may_hold_locks = self._may_hold_locks or self.spec.concurrency is not None
         self.conductor = Conductor(
             self.spec,
             ExecutionFacts(
                 execution_id=self.execution.id,
                 workflow_name=self.execution.workflow_name,
                 requested_by=self.execution.requested_by,
-                params=self.execution.parameters,
+                params=secret_tokens(self.spec, self.execution.parameters),
                 targets=targets,
+                max_parallel=verdict.limits.max_parallel,
             ),
         )
-        for run in await worker.call(worker.store.list_step_runs, self.execution.id):
-            self.runs[run.id] = run
+        if self.execution.status is not _E.PENDING:  # runs are created once it has started
+            for run in await worker.call(worker.store.list_step_runs, self.execution.id):
+                self.runs[run.id] = run
+        if self.gated:
+            approvals = await worker.call(
+                worker.store.list_approvals, execution_id=self.execution.id
+            )
+            self.conductor.approvals = granted_responses(approvals)
         async with anyio.create_task_group() as keeper:
             keeper.start_soon(self._keep_lease)
             try:
@@ -283,6 +437,25 @@ class ExecutionRunner:
                     raise
             finally:
                 keeper.cancel_scope.cancel()
+                await self.connections.aclose()
+
+    async def _unresolvable(self, exc: Exception) -> None:
+        """The targets cannot be resolved (the inventory changed since it was planned): fail,
+        rather than be claimed again and again; nothing that needs the targets can run or be
+        undone, which the error says."""
+        status = self.execution.status
+        if status in EXECUTION_TERMINAL or status is _E.ROLLING_BACK:
+            logger.error("execution %s: its targets cannot be resolved: %s", self.execution.id, exc)
+            await self._release(self.worker.clock() + timedelta(seconds=CRASH_BACKOFF_SECONDS))
+            return
+        error = {
+            "type": "TargetsUnresolvable",
+            "retryable": False,
+            "message": f"its targets could not be resolved: {exc}; nothing more ran and "
+            "nothing was undone (both need the targets): fix the inventory and run it again",
+        }
+        await self._transition(Trigger.FAIL, expected=status, error=error, data={"error": error})
+        await self._close()
 
     async def _phases(self) -> None:
         if self.execution.status in EXECUTION_TERMINAL:
@@ -293,7 +466,7 @@ class ExecutionRunner:
             return
         if self.execution.status is _E.ROLLING_BACK:
             await self._roll_back()
-        elif self.execution.status in (_E.RUNNING, _E.PAUSED, _E.CANCELLED):
+        elif self.execution.status in (_E.RUNNING, _E.WAITING_APPROVAL, _E.PAUSED, _E.CANCELLED):
             await self._drive()
 
     async def _drive(self) -> None:
@@ -310,26 +483,38 @@ class ExecutionRunner:
                 if self._deadline_passed():
                     attempts.cancel_scope.cancel()
                     break
-                accepting = self.execution.status is _E.RUNNING
+                accepting = self.execution.status in (_E.RUNNING, _E.WAITING_APPROVAL)
+                gate_wake: datetime | None = None
                 async with self._writing:
                     decision = self.conductor.decide(
-                        list(self.runs.values()), self.worker.clock(), accepting=accepting
+                        list(self.runs.values()),
+                        self.worker.clock(),
+                        accepting=accepting,
+                        gated=self.gated,
                     )
                     if decision.has_work:
                         await self._apply(
                             decision.create, decision.skip, decision.fail, decision.cancel
                         )
-                        for run in decision.start:
-                            await self._start_attempt(attempts, run)
+                        if decision.start and self.execution.status is _E.WAITING_APPROVAL:
+                            await self._transition(Trigger.APPROVE, expected=_E.WAITING_APPROVAL)
+                        await self._start_attempts(attempts, decision.start)
+                    if decision.gate:
+                        changed, gate_wake = await self._check_gates(decision.gate)
+                        if changed:
+                            continue
                 if decision.has_work:
                     continue
                 if decision.outcome is not None:
                     await self._finish(decision.outcome)
                     return
+                wake_at = _earliest(decision.wake_at, gate_wake)
                 if not self._running():
-                    await self._park(decision.wake_at)
+                    if decision.gate and self.execution.status is _E.RUNNING:
+                        await self._transition(Trigger.REQUEST_APPROVAL, expected=_E.RUNNING)
+                    await self._park(wake_at)
                     return
-                await self._wait(decision.wake_at)
+                await self._wait(wake_at)
         self._attempts = None
         await self._stop_after_cancel_scope()
 
@@ -388,14 +573,15 @@ class ExecutionRunner:
                 if self._attempts is not None:
                     self._attempts.cancel_scope.cancel()
                 return
-            if fresh.status is not self.execution.status:
+            # Our own writes in the making are not a change by someone else.
+            mine = self._queued or self._committing
+            if fresh.status is not self.execution.status and not mine:
                 self.execution = fresh
                 self._changed.set()
 
     async def _release(self, wake_at: datetime | None = None) -> None:
-        await self.worker.call(
-            self.worker.store.release_lease, self.execution.id, self.worker.owner, wake_at=wake_at
-        )
+        """Give the lease back, in the transaction that writes what is still deferred."""
+        await self._commit(release=True, wake_at=wake_at)
 
     async def _park(self, wake_at: datetime | None) -> None:
         """Nothing runs: give the execution back as a row until ``wake_at`` or its deadline."""
@@ -405,28 +591,40 @@ class ExecutionRunner:
     # ----------------------------------------------------------------- persistence
 
     async def _transition(
-        self, trigger: Trigger, *, expected: ExecutionStatus, **changes: Any
+        self, trigger: Trigger, *, expected: ExecutionStatus, defer: bool = False, **changes: Any
     ) -> Execution:
+        """Apply ``trigger`` to the execution, with the changes still deferred; ``defer`` it
+        too when the next write can carry it (see :meth:`_defer`)."""
         self._check_lease()
-        try:
-            execution, _ = await self.worker.call(
-                self.worker.store.transition_execution,
-                self.execution.id,
-                trigger,
+        data = changes.pop("data", None)
+        new = next_status(EXECUTION_MACHINE, expected, trigger, entity_id=self.execution.id)
+        self._queued.append(
+            ExecutionTransition(
+                execution_id=self.execution.id,
+                trigger=trigger,
                 expected=expected,
                 actor=self.worker.owner,
+                data=data,
                 lease_owner=self.worker.owner,
-                **changes,
+                changes=cast(ExecutionChanges, changes),
             )
-        except ConflictError:
-            await self._after_conflict()
-            raise
-        self.execution = execution
-        return execution
+        )
+        self.execution = dataclasses.replace(self.execution, status=new, **changes)
+        if not defer:
+            await self._flush()
+        return self.execution
 
     async def _after_conflict(self) -> None:
-        """A compare-and-set lost: if the lease went to another worker, stop at once."""
-        self.execution = await self.worker.call(self.worker.store.get_execution, self.execution.id)
+        """A compare-and-set lost: if the lease went to another worker, stop at once.
+
+        The records are read again: what was deferred after the refused change was not written.
+        Runs whose outcome an attempt deferred meanwhile keep it.
+        """
+        self.execution, runs = await self.worker.call(
+            self.worker.store.execution_status, self.execution.id
+        )
+        later = self._deferred_runs()
+        self.runs = {run.id: self.runs.get(run.id, run) if run.id in later else run for run in runs}
         if self.execution.lease_owner != self.worker.owner:
             self._lost = True
             raise LeaseLost(self.execution.id)
@@ -437,33 +635,104 @@ class ExecutionRunner:
         trigger: Trigger,
         *,
         data: Mapping[str, Any] | None = None,
+        defer: bool = False,
         **changes: Any,
     ) -> StepRun:
+        """Apply ``trigger`` to a step run, as :meth:`_transition` does to the execution."""
         self._check_lease()
-        try:
-            fresh, _ = await self.worker.call(
-                self.worker.store.transition_step_run,
-                run.id,
-                trigger,
+        new = next_status(STEP_RUN_MACHINE, run.status, trigger, entity_id=run.id)
+        self._queued.append(
+            StepRunTransition(
+                step_run_id=run.id,
+                trigger=trigger,
                 expected=run.status,
                 actor=self.worker.owner,
                 data=dict(data) if data else None,
                 lease_owner=self.worker.owner,
-                **changes,
+                changes=cast(StepRunChanges, changes),
             )
+        )
+        self.runs[run.id] = dataclasses.replace(run, status=new, **changes)
+        if not defer:
+            await self._flush()
+        return self.runs[run.id]
+
+    async def _create(self, new: Sequence[NewStepRun], *, defer: bool = False) -> list[StepRun]:
+        """Create pending runs (those this runner knows already stay as they are)."""
+        self._check_lease()
+        self._queued.append(
+            NewStepRuns(
+                execution_id=self.execution.id, runs=tuple(new), lease_owner=self.worker.owner
+            )
+        )
+        planned = planned_step_runs(self.execution.id, new, self.worker.clock())
+        created = [self.runs.setdefault(run.id, run) for run in planned]
+        if not defer:
+            await self._flush()
+        return [self.runs[run.id] for run in created]
+
+    # Deferring: a change the runner has decided is kept in memory (``self.runs`` and
+    # ``self.execution`` show it already) and written in one transaction with the next change
+    # that is not deferred: "step k succeeded, step k+1 created and started" is one commit.
+    # Only what nobody can see yet is deferred, and everything is written before an action
+    # starts, before the runner waits or reads, and when it gives the lease back; a crash
+    # in between loses what the crash would have lost a moment earlier (a run that was
+    # running is still running in the database, and recovery decides about it).
+
+    async def _flush(self) -> None:
+        """Write the deferred changes now, in one transaction."""
+        if self._queued:
+            await self._commit()
+
+    async def _commit(self, *, release: bool = False, wake_at: datetime | None = None) -> None:
+        """Write the deferred changes (and give the lease back with them, with ``release``)."""
+        batch, self._queued = self._queued, []
+        self._check_lease()
+        self._committing += 1
+        try:
+            try:
+                written = await self._write(batch, release, wake_at)
+            except ConflictError:
+                if len(batch) < 2:
+                    raise
+                # One change was refused, so none was written: write them one at a time, as
+                # if none had been deferred, so that those before the refused one are kept.
+                for change in batch:
+                    self._adopt(await self._write([change], False, None))
+                written = await self._write([], release, wake_at)
         except ConflictError:
             await self._after_conflict()
             raise
-        self.runs[fresh.id] = fresh
-        return fresh
+        finally:
+            self._committing -= 1
+        self._adopt(written)
 
-    async def _create(self, new: Sequence[NewStepRun]) -> list[StepRun]:
-        created = await self.worker.call(
-            self.worker.store.create_step_runs, self.execution.id, list(new)
-        )
-        for run in created:
-            self.runs[run.id] = run
-        return created
+    async def _write(
+        self, batch: list[Change], release: bool, wake_at: datetime | None
+    ) -> list[Any]:
+        store, owner = self.worker.store, self.worker.owner
+        if release:
+            return [
+                await self.worker.call(
+                    store.release_lease, self.execution.id, owner, wake_at=wake_at, changes=batch
+                )
+            ]
+        return await self.worker.write(batch)
+
+    def _deferred_runs(self) -> set[str]:
+        return {c.step_run_id for c in self._queued if isinstance(c, StepRunTransition)}
+
+    def _adopt(self, records: Sequence[Any]) -> None:
+        """Take the records as written, unless a later change of theirs is deferred."""
+        later = self._deferred_runs()
+        mine = self.execution.id
+        for record in records:
+            if isinstance(record, StepRun):
+                if record.execution_id == mine and record.id not in later:
+                    self.runs[record.id] = record
+            elif isinstance(record, Execution) and record.id == mine:
+                if not any(isinstance(c, ExecutionTransition) for c in self._queued):
+                    self.execution = record
 
     def _check_lease(self) -> None:
         if self._lost:
@@ -491,13 +760,14 @@ class ExecutionRunner:
             await self._release()  # not claimable while queued; promoted when a holder ends
             return False
         deadline = self.worker.clock() + self.spec.timeout if self.spec.timeout else None
-        await self._transition(Trigger.START, expected=_E.PENDING, deadline_at=deadline)
+        await self._transition(Trigger.START, expected=_E.PENDING, deadline_at=deadline, defer=True)
         return True
 
     async def _take_locks(self) -> list[str]:
         """Hold or queue for each lock key; the keys still queued for."""
         if self.spec.concurrency is None:
             return []
+        await self._flush()
         queued = []
         for key in lock_keys(self.spec, self.execution.parameters):
             holding = await self.worker.call(
@@ -519,16 +789,16 @@ class ExecutionRunner:
         cancel: Sequence[StepRun],
     ) -> None:
         if create:
-            await self._create(create)
+            await self._create(create, defer=True)
         for step_id, reason in skip:
-            [run] = await self._create([NewStepRun(step_id=step_id)])
+            [run] = await self._create([NewStepRun(step_id=step_id)], defer=True)
             await self._step(run, Trigger.SKIP, data={"reason": reason})
         for failure in fail:
             error = {"message": failure.message, "type": failure.error_type, "retryable": False}
             pending = [
                 r
                 for r in self.runs.values()
-                if r.step_id == failure.step_id and r.status is _S.PENDING
+                if r.step_id == failure.step_id and r.status in (_S.PENDING, _S.WAITING_APPROVAL)
             ]
             for run in pending or await self._create([NewStepRun(step_id=failure.step_id)]):
                 await self._step(run, Trigger.FAIL, data={"error": error}, error=error)
@@ -539,9 +809,16 @@ class ExecutionRunner:
                 data={"reason": "the step stopped after too many failures"},
             )
 
-    async def _start_attempt(self, attempts: anyio.abc.TaskGroup, run: StepRun) -> None:
-        started = await self._step(run, Trigger.START)
-        attempts.start_soon(self._attempt, started)
+    async def _start_attempts(self, attempts: anyio.abc.TaskGroup, runs: Sequence[StepRun]) -> None:
+        """Start runs: their transitions (and what was deferred) in one commit, then their
+        attempts; no action runs before its start is written."""
+        if not runs:
+            return
+        for run in runs:
+            await self._step(run, Trigger.START, defer=True)
+        await self._flush()
+        for run in runs:
+            attempts.start_soon(self._attempt, self.runs[run.id])
 
     def _running(self) -> bool:
         return any(run.status is _S.RUNNING for run in self.runs.values())
@@ -555,6 +832,7 @@ class ExecutionRunner:
 
     async def _wait(self, wake_at: datetime | None) -> None:
         """Until an attempt ends, someone pokes, a retry falls due or the deadline passes."""
+        await self._flush()
         moments = [m for m in (wake_at, self.execution.deadline_at) if m is not None]
         timeout = None
         if moments:
@@ -570,6 +848,109 @@ class ExecutionRunner:
                 await self._step(run, trigger, data={"error": error}, error=error)
             elif run.status in (_S.PENDING, _S.RETRYING, _S.WAITING_APPROVAL):
                 await self._step(run, Trigger.CANCEL, data={"reason": reason})
+
+    # ----------------------------------------------------------------- approval gates
+
+    def _verdict(self, targets: Sequence[Mapping[str, Any]]) -> Verdict:
+        requester = self.execution.requested_by
+        return evaluate_policies(
+            self.worker.policies,
+            PolicyRequest(
+                blueprint=self.spec,
+                params=self.execution.parameters,
+                principal=requester,
+                roles=self.worker.policies.roles.roles_of(requester),
+                targets=targets,
+                now=self.worker.clock(),
+            ),
+        )
+
+    async def _check_gates(self, step_ids: Sequence[str]) -> tuple[bool, datetime | None]:
+        """Right before gated steps would start: the policies again, then their approvals.
+
+        Returns whether something changed that the conductor must see (a step cleared or
+        failed) and the earliest approval deadline to wake up for.
+        """
+        await self._flush()
+        now = self.worker.clock()
+        verdict = self._verdict(self.conductor.facts.targets)
+        approvals = await self.worker.call(
+            self.worker.store.list_approvals, execution_id=self.execution.id
+        )
+        changed, wake = False, None
+        for step_id in step_ids:
+            denials = verdict.denials_for(step_id)
+            if denials:
+                message = "Denied by policy: " + " ".join(v.explain() for v in denials)
+                await self._apply((), (), [StepFailure(step_id, message, "PolicyDenied")], ())
+                changed = True
+                continue
+            gates = verdict.gates_for(step_id)
+            check = check_gates(gates, approvals, self._digests(gates), now)
+            approvals += await self._write_gates(check)
+            self.conductor.approvals = granted_responses(approvals)
+            if check.refused is not None:
+                failure = StepFailure(step_id, check.refused, "ApprovalRefused")
+                await self._apply((), (), [failure], ())
+                changed = True
+            elif check.cleared:
+                self.gated.discard(step_id)
+                changed = True
+            else:
+                for run in [r for r in self.runs.values() if r.step_id == step_id]:
+                    if run.status is _S.PENDING:
+                        await self._step(run, Trigger.REQUEST_APPROVAL)
+                opened = min((o.deadline_at for o in check.open), default=None)
+                wake = _earliest(wake, _earliest(opened, check.wake_at))
+        return changed, wake
+
+    def _digests(self, gates: Sequence[Gate]) -> dict[str, str]:
+        return digests_for(
+            self.spec.steps,
+            sorted({gate.step_key for gate in gates}),
+            self.execution.parameters,
+            self.conductor.facts.targets,
+            self._run_list(),
+        )
+
+    async def _write_gates(self, check: GateCheck) -> list[Approval]:
+        """Persist what a gate check found; the approvals it opened."""
+        store, owner = self.worker.store, self.worker.owner
+        for approval, trigger in (
+            *((a, Trigger.SUPERSEDE) for a in check.supersede),
+            *((a, Trigger.EXPIRE) for a in check.expire),
+            *((a, Trigger.ESCALATE) for a in check.escalate),
+        ):
+            await self.worker.call(
+                store.transition_approval,
+                approval.id,
+                trigger,
+                expected=ApprovalStatus.PENDING,
+                actor=owner,
+                lease_owner=owner,
+            )
+        opened = []
+        for opening in check.open:
+            gate = opening.gate
+            approval, _ = await self.worker.call(
+                store.create_approval,
+                execution_id=self.execution.id,
+                step_id=gate.step_key,
+                gate=gate.name,
+                digest=self._digests([gate])[gate.step_key],
+                approvers=opening.approvers,
+                quorum=gate.spec.quorum,
+                allow_self_approval=gate.spec.allow_self_approval,
+                requested_by=self.execution.requested_by,
+                on_timeout=opening.on_timeout,
+                actor=owner,
+                deadline_at=opening.deadline_at,
+                escalate_to=opening.escalate_to,
+                response_schema=response_schema(gate.spec),
+                previous_approval_id=opening.previous.id if opening.previous else None,
+            )
+            opened.append(approval)
+        return opened
 
     # ----------------------------------------------------------------- one attempt
 
@@ -596,6 +977,7 @@ class ExecutionRunner:
                         Trigger.SUCCEED,
                         outputs=published,
                         data={"outputs": published},
+                        defer=True,  # written with whatever the runner does next
                     )
         finally:
             self._changed.set()
@@ -610,7 +992,7 @@ class ExecutionRunner:
     ) -> dict[str, Any]:
         """Render the arguments and run the action once, within the time ``limit``."""
         action = self.worker.registry.implementation(action_name)
-        rendered = render_value(dict(arguments), variables)
+        rendered = render_arguments(action, arguments, variables)
         ctx = StepContext(
             execution_id=self.execution.id,
             step_id=run.step_id,
@@ -621,6 +1003,7 @@ class ExecutionRunner:
             variables=variables,
             reporter=partial(self._report, run),
             clock=self.worker.clock,
+            connections=self.connections,
         )
         if limit is None:
             return await run_action(action, rendered, ctx)
@@ -702,7 +1085,7 @@ class ExecutionRunner:
     async def _finish(self, outcome: Outcome) -> None:
         if outcome.succeeded:
             await self._run_plan(FINALLY)
-            await self._transition(Trigger.SUCCEED, expected=_E.RUNNING, progress=100.0)
+            await self._transition(Trigger.SUCCEED, expected=_E.RUNNING, progress=100.0, defer=True)
             await self._close()
             return
         await self._fail(
@@ -727,11 +1110,17 @@ class ExecutionRunner:
         await self._close()
 
     async def _close(self) -> None:
-        """At a terminal status: free the locks (queued executions move up) and the lease."""
-        await self.worker.call(
-            self.worker.store.release_locks, self.execution.id, actor=self.worker.owner
-        )
+        """At a terminal status: close open approvals, free the locks (queued executions move
+        up) and the lease; skipping what the execution cannot have."""
+        store, owner = self.worker.store, self.worker.owner
+        if self._may_have_approvals:
+            await self._flush()
+            await self.worker.call(store.cancel_open_approvals, self.execution.id, actor=owner)
+        if self._may_hold_locks:
+            await self._flush()
+            await self.worker.call(store.release_locks, self.execution.id, actor=owner)
         await self._release()
+        self.ended_quietly = not self._may_hold_locks
 
     # ----------------------------------------------------------------- rollback
 
@@ -852,3 +1241,8 @@ class ExecutionRunner:
 
 def _failure(exc: StepError) -> Failure:
     return Failure(str(exc), exc.error_type, exc.retryable, timed_out=exc.error_type == "Timeout")
+
+
+def _earliest(first: datetime | None, second: datetime | None) -> datetime | None:
+    moments = [m for m in (first, second) if m is not None]
+    return min(moments) if moments else None

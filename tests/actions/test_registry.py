@@ -20,16 +20,7 @@ from tests.actions.contexts import Recorder
 
 pytestmark = pytest.mark.anyio
 
-NOT_YET_IMPLEMENTED = {
-    "shell",
-    "ssh",
-    "ssh.upload",
-    "ssh.download",
-    "http",
-    "ipmi",
-    "health_check",
-    "workflow",
-}
+NOT_YET_IMPLEMENTED = {"workflow"}
 
 BLUEPRINT = """\
 name: scripted_run

@@ -126,12 +126,14 @@ def test_after_a_failure_nothing_new_starts_and_the_end_waits_for_running_runs()
     assert ended.outcome.step_id == "a"
 
 
-def test_a_gated_step_fails_closed() -> None:
+def test_a_gated_step_waits_for_its_gates_to_be_checked() -> None:
     c = conductor({"id": "a", "action": "log", "approval": {"approvers": {"principals": ["bob"]}}})
-    [failure] = c.decide([], NOW).fail
-    assert failure.error_type == "ApprovalUnavailable"
-    [again] = c.decide([run("a", "pending")], NOW).fail
-    assert again.step_id == "a"
+    [created] = c.decide([], NOW, gated={"a"}).create
+    assert created.step_id == "a"
+    held = c.decide([run("a", "pending")], NOW, gated={"a"})
+    assert (held.gate, held.start, held.has_work) == (("a",), (), False)
+    [started] = c.decide([run("a", "waiting_approval")], NOW, gated=()).start
+    assert started.status == "waiting_approval"
 
 
 def test_not_accepting_starts_nothing() -> None:

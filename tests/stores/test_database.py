@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from opsgate.errors import StoreError
-from opsgate.stores import SQLStore, create_engine_for
-from opsgate.stores.database import READ_ONLY
+from opsgate.stores import SQLStore, create_engine_for, database
+from opsgate.stores.database import READ_ONLY, store_error
 
 
 @pytest.mark.parametrize("url", ["not a url", "://nothing"])
@@ -107,3 +107,45 @@ def test_a_store_on_an_unmigrated_database_says_to_run_db_upgrade(database_url: 
             store.get_execution("exe_1")
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_pings_only_connections_that_sat_idle(
+    postgres_admin: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine_for(postgres_admin.url.render_as_string(hide_password=False))
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 2"))
+        assert statements == ["SELECT 2"]  # checked in a moment ago: no ping round trip
+        with engine.connect() as conn:
+            backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with postgres_admin.connect() as admin:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        monkeypatch.setattr(database, "IDLE_PING_SECONDS", 0.0)
+        with engine.connect() as conn:  # idle "too long": pinged, found dead, replaced
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != backend
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_connection_killed_while_warm_fails_one_transaction_only(
+    postgres_admin: sa.Engine,
+) -> None:
+    engine = create_engine_for(postgres_admin.url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with postgres_admin.connect() as admin:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        with pytest.raises(sa.exc.OperationalError) as raised, engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        assert raised.value.connection_invalidated  # the worker retries this as a StoreError
+        assert "check that the database server is running" in str(store_error(raised.value, engine))
+        with engine.connect() as conn:  # the pool dropped the dead connection
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != backend
+    finally:
+        engine.dispose()

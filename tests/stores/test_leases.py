@@ -63,15 +63,18 @@ def test_a_claim_changes_no_status_and_appends_no_event(store: SQLStore) -> None
     assert len(store.list_events(execution.id)) == 1
 
 
-def test_pending_running_and_rolling_back_executions_are_claimed_by_default(
-    store: SQLStore,
-) -> None:
+def test_executions_that_need_a_worker_are_claimed_by_default(store: SQLStore) -> None:
     by_status = {status: execution_in(store, status) for status in ExecutionStatus}
-    wanted = {ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.ROLLING_BACK}
+    wanted = {
+        ExecutionStatus.PENDING,
+        ExecutionStatus.RUNNING,
+        ExecutionStatus.WAITING_APPROVAL,  # awake: a decision or a deadline to act on
+        ExecutionStatus.ROLLING_BACK,
+    }
     claimed = _claim(store, "worker-1")
     assert sorted(claimed) == sorted(by_status[status].id for status in wanted)
-    waiting = by_status[ExecutionStatus.WAITING_APPROVAL]
-    assert _claim(store, "sweeper", statuses=[ExecutionStatus.WAITING_APPROVAL]) == [waiting.id]
+    paused = by_status[ExecutionStatus.PAUSED]
+    assert _claim(store, "sweeper", statuses=[ExecutionStatus.PAUSED]) == [paused.id]
 
 
 def test_a_live_lease_is_kept_and_an_expired_one_is_reclaimed_from_its_expiry_on(
@@ -238,7 +241,7 @@ def test_lease_operations_on_an_unknown_execution_are_not_found(store: SQLStore)
 
 def test_with_nothing_to_claim_there_is_nothing_to_wake_for(store: SQLStore) -> None:
     assert store.next_wake_at() is None
-    for status in (ExecutionStatus.SUCCEEDED, ExecutionStatus.WAITING_APPROVAL):
+    for status in (ExecutionStatus.SUCCEEDED, ExecutionStatus.PAUSED):
         execution_in(store, status)
     assert store.next_wake_at() is None
 

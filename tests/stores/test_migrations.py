@@ -18,7 +18,7 @@ from opsgate.stores.migrate import VERSION_TABLE, alembic_config
 from opsgate.stores.tables import metadata
 from tests.stores.builders import new_execution
 
-HEAD = "0002"
+HEAD = "0004"
 
 
 def _table_names(url: str) -> set[str]:

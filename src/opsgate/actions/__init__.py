@@ -2,8 +2,8 @@
 
 :mod:`~opsgate.actions.base` holds the interface (:class:`Action`, :class:`StepContext`) and the
 boundary the worker calls (:func:`run_action`); :mod:`~opsgate.actions.registry` knows every
-step type, built-in or plugin. ``wait``, ``assert`` and ``log`` run; the other built-ins are
-validated and follow in later versions.
+step type, built-in or plugin. Every built-in runs except ``workflow``, which is validated
+only; :mod:`~opsgate.actions.reference` documents them all (``docs/actions.md``).
 """
 
 from __future__ import annotations

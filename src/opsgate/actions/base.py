@@ -27,6 +27,11 @@ validated and errors are classified, once::
 
 Translated errors read ``"<Class>: <text>"`` (an ``ExpressionError`` keeps its own text) and
 chain the original (``raise ... from exc``).
+
+Secrets: for an action with ``uses_secrets``, the secret parameters' tokens in the arguments are
+replaced by their values here (:func:`opsgate.secrets.reveal`), and every value the attempt
+resolved (those, and the credentials the action reads with :meth:`StepContext.secret`) is
+masked as ``***`` in the outputs and in the error message before they leave this boundary.
 Cancellation (``anyio.get_cancelled_exc_class()``) is never swallowed or translated: the step's
 timeout and the cancellation of an execution are decided by the worker's cancel scopes, outside.
 Third-party errors (asyncssh, httpx, pyghmi) are translated in their own action, where their
@@ -37,18 +42,23 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict
 
+from opsgate.actions.connections import Connections
+from opsgate.actions.output import DEFAULT_OUTPUT_LIMIT, OutputCapture
 from opsgate.errors import StepError
-from opsgate.expressions import ExpressionError, evaluate
+from opsgate.expressions import ENVIRONMENT, ExpressionError, evaluate, is_template, render_value
+from opsgate.secrets import Redactor, Secrets, has_token, reveal
 from opsgate.spec.source import Document
 from opsgate.spec.structure import validate_model
 
@@ -117,9 +127,15 @@ class StepContext:
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     #: Where an action logs (to stderr; never stdout, the stdio transport's wire).
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("opsgate.actions"))
-    # The next issue adds the target's credentials (secret references resolved only here,
-    # inside the action) and the bounded output collector (redacting, size-capped) to this
-    # context, as fields beside these.
+    #: Resolves secret references; only actions call it, through :meth:`secret`.
+    secrets: Secrets = field(default_factory=Secrets)
+    #: The secret values this attempt resolved; masked wherever the attempt's text goes.
+    redactor: Redactor = field(default_factory=Redactor)
+    #: Connections shared by the execution's attempts (one per target); ``None``: the action
+    #: opens its own for this attempt and closes it at the end.
+    connections: Connections | None = None
+    #: Bytes of each output stream an action keeps (head and tail; the size is reported).
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
 
     def evaluate(self, expression: str) -> Any:
         """Evaluate a bare expression against :attr:`variables`, with ``now`` read from
@@ -132,7 +148,18 @@ class StepContext:
 
     async def report(self, sub_task: str) -> None:
         """Say what the action is doing now, e.g. ``"Exporting BIOS settings…"``."""
-        await self.reporter(sub_task)
+        await self.reporter(self.redactor.text(sub_task))
+
+    def secret(self, reference: str) -> str:
+        """The secret ``reference`` points at, masked from now on in everything the attempt
+        shows. Raises a non-retryable ``SecretUnavailable`` step error naming the reference."""
+        value = self.secrets.resolve(reference)
+        self.redactor.add(value)
+        return value
+
+    def capture(self) -> OutputCapture:
+        """A collector for one output stream, bounded by :attr:`output_limit`."""
+        return OutputCapture(self.output_limit)
 
 
 class Action(ABC, Generic[ArgsT]):
@@ -154,6 +181,10 @@ class Action(ABC, Generic[ArgsT]):
     description: str
     #: Whether it runs against one inventory target (the step needs ``for_each: targets``).
     needs_target: bool = False
+    #: Whether secret parameters in its arguments are revealed to it (others see the token).
+    uses_secrets: ClassVar[bool] = False
+    #: Arguments rendered as shell command lines: each templated value is shell-quoted.
+    quoted_arguments: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     async def run(self, args: ArgsT, ctx: StepContext) -> dict[str, Any]:
@@ -172,16 +203,60 @@ async def run_action(
     Every failure is a :class:`~opsgate.errors.StepError` (see the table in the module
     docstring); cancellation propagates untouched.
     """
-    arguments = parse_arguments(action, raw_arguments)
     try:
+        if action.uses_secrets:
+            raw_arguments = reveal(raw_arguments, ctx.secrets, ctx.redactor)
+        arguments = parse_arguments(action, raw_arguments)
         outputs = await action.run(arguments, ctx)
     except anyio.get_cancelled_exc_class():
         raise
-    except StepError:
-        raise
     except Exception as exc:
-        raise classify_error(exc) from exc
-    return _json_outputs(action, outputs)
+        error = classify_error(exc)
+        masked = ctx.redactor.text(str(error))
+        if masked == str(error):
+            raise error from (exc if error is not exc else exc.__cause__)
+        # The original error and its chain show the secret: they stay behind.
+        raise StepError(masked, retryable=error.retryable, error_type=error.error_type) from None
+    masked_outputs: dict[str, Any] = ctx.redactor.value(_json_outputs(action, outputs))
+    return masked_outputs
+
+
+def render_arguments(
+    action: Action[Any], arguments: Mapping[str, Any], variables: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A step's ``with:`` rendered for ``action``: templates everywhere, and in the action's
+    :attr:`~Action.quoted_arguments` every substituted value shell-quoted, so a parameter is
+    one word of data whatever it holds (``; rm -rf /``, ``$(id)``, quotes, newlines)."""
+    return {
+        key: (
+            _render_quoted(value, variables)
+            if key in action.quoted_arguments and is_template(value)
+            else render_value(value, variables)
+        )
+        for key, value in arguments.items()
+    }
+
+
+def _shell_word(value: Any) -> str:
+    text = "" if value is None else str(value)
+    if has_token(text):
+        raise ExpressionError(
+            "a secret parameter cannot be substituted into a command line (it would show in "
+            'the process list); pass it through env: and refer to it as "$NAME"'
+        )
+    return shlex.quote(text)
+
+
+_QUOTING = ENVIRONMENT.overlay(finalize=_shell_word)
+
+
+def _render_quoted(template: str, variables: Mapping[str, Any]) -> str:
+    try:
+        return _QUOTING.from_string(template).render(variables)
+    except ExpressionError:
+        raise
+    except (TemplateError, TypeError, ValueError, LookupError, AttributeError) as exc:
+        raise ExpressionError(f"template {template!r} failed: {exc}") from exc
 
 
 def parse_arguments(action: Action[Any], raw_arguments: Mapping[str, Any]) -> ActionArguments:

@@ -1,13 +1,27 @@
-"""The ``ipmi`` action: power and boot control of a target through its BMC."""
+"""The ``ipmi`` action: power and boot control of a target through its BMC (pyghmi).
+
+pyghmi is confined to this module (its blocking calls, its untyped API, its exceptions).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from typing import Annotated, Literal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
+from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 from pydantic import BeforeValidator, Field, StrictBool, model_validator
+from pyghmi.exceptions import IpmiException
+from pyghmi.ipmi.command import Command
 
-from opsgate.actions.base import ActionArguments
+from opsgate.actions.base import Action, ActionArguments, StepContext
+from opsgate.errors import StepError
+from opsgate.inventory import BMCConnection
 from opsgate.spec.structure import describe, invalid
 
 Operation = Literal[
@@ -89,3 +103,187 @@ class IPMIArguments(ActionArguments):
         if self.operation == "set_lan_config" and not static and self.ip_address:
             raise invalid("takes no 'ip_address' with ip_source: dhcp")
         return self
+
+
+#: Blocking pyghmi calls in flight at once, over every execution of this process.
+IPMI_THREADS = anyio.CapacityLimiter(8)
+
+#: pyghmi's texts for credentials the BMC refused: a retry cannot fix them.
+_AUTH_FAILURES = ("password", "unauthorized name", "privilege", "authentication")
+
+_POWER_STATES = {
+    "power_on": "on",
+    "power_off": "off",
+    "power_reset": "reset",
+    "power_soft": "shutdown",
+}
+
+
+class IPMIAction(Action[IPMIArguments]):
+    """One operation on the target's BMC through pyghmi (IPMI 2.0 / RMCP+).
+
+    pyghmi blocks, so each operation runs in a worker thread, at most :data:`IPMI_THREADS` at a
+    time. A cancelled or timed-out step stops waiting at once; the thread finishes its call
+    (pyghmi's own timeouts bound it) and its result is dropped.
+    """
+
+    name = "ipmi"
+    arguments = IPMIArguments
+    changes_things = True
+    description = "power and boot control through the BMC"
+    needs_target = True
+    uses_secrets = True
+
+    async def run(self, args: IPMIArguments, ctx: StepContext) -> dict[str, Any]:
+        name, bmc = _bmc(ctx)
+        password = ctx.secret(bmc.password)
+        await ctx.report(f"{args.operation} on the BMC of {name}")
+        operation = partial(_perform, args, bmc, password)
+        try:
+            result = await anyio.to_thread.run_sync(
+                operation, limiter=IPMI_THREADS, abandon_on_cancel=True
+            )
+        except IpmiException as exc:
+            raise _translate(exc, name, bmc) from None
+        return {"operation": args.operation, **result}
+
+
+def _bmc(ctx: StepContext) -> tuple[str, BMCConnection]:
+    target = ctx.target or {}
+    name = str(target.get("name", "?"))
+    data = target.get("bmc")
+    if not isinstance(data, Mapping):
+        raise StepError(
+            f"target {name!r} has no bmc section in the inventory, so ipmi cannot reach it; "
+            "add bmc: {address: ..., user: ..., password: env:...} (see docs/inventory.md)",
+            retryable=False,
+            error_type="TargetUnusable",
+        )
+    bmc = BMCConnection.model_validate(data)
+    if bmc.address is None:
+        bmc = bmc.model_copy(update={"address": str(target.get("address", name))})
+    return name, bmc
+
+
+class _Sessions:
+    """pyghmi sessions by BMC, reused for the life of the process.
+
+    pyghmi keeps one session per BMC and user internally: a second ``Command`` for a BMC whose
+    session is alive hangs, and one created after a logout fails. So each BMC gets one
+    ``Command``, used by one thread at a time, and forgotten when a call on it fails.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._commands: dict[tuple[Any, ...], Command] = {}
+
+    @contextmanager
+    def use(self, bmc: BMCConnection, password: str) -> Iterator[Command]:
+        # The password is part of the identity (a new one needs a new session), by digest only.
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        key = (bmc.address, bmc.port, bmc.user, digest)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            command = self._commands.get(key)
+            if command is None:
+                command = Command(
+                    bmc=bmc.address, userid=bmc.user, password=password, port=bmc.port
+                )
+                self._commands[key] = command
+            try:
+                yield command
+            except IpmiException:
+                self._commands.pop(key, None)
+                raise
+
+
+SESSIONS = _Sessions()
+
+
+def _perform(args: IPMIArguments, bmc: BMCConnection, password: str) -> dict[str, Any]:
+    """The blocking part, in a worker thread: one operation on the BMC's session."""
+    with SESSIONS.use(bmc, password) as ipmi:
+        return _operate(ipmi, args)
+
+
+def _operate(ipmi: Command, args: IPMIArguments) -> dict[str, Any]:
+    wait = args.wait is not False
+    operation = args.operation
+    if operation == "power_status":
+        return {"power": ipmi.get_power()["powerstate"]}
+    if operation == "power_cycle":
+        ipmi.set_power("off", wait=True)
+        return {"power": ipmi.set_power("on", wait=wait).get("powerstate", "on")}
+    if operation in _POWER_STATES:
+        answer = ipmi.set_power(_POWER_STATES[operation], wait=wait)
+        return {"power": answer.get("powerstate") or answer.get("pendingpowerstate")}
+    if operation == "set_boot_device":
+        persistent = bool(args.persistent)
+        ipmi.set_bootdev(args.boot_device, persist=persistent)
+        return {"boot_device": args.boot_device, "persistent": persistent}
+    if operation == "get_sensors":
+        return {"sensors": [_sensor(reading) for reading in ipmi.get_sensor_data()]}
+    if operation == "get_fru":
+        return {"fru": _plain(ipmi.get_inventory_of_component("System"))}
+    return {"lan": _set_lan(ipmi, args)}
+
+
+def _set_lan(ipmi: Command, args: IPMIArguments) -> dict[str, Any]:
+    if args.ip_source == "dhcp":
+        ipmi.set_net_configuration(ipv4_configuration="DHCP")
+    else:
+        assert args.ip_address is not None and args.netmask is not None
+        prefix = ipaddress.IPv4Network(f"0.0.0.0/{args.netmask}").prefixlen
+        ipmi.set_net_configuration(
+            ipv4_address=f"{args.ip_address}/{prefix}",
+            ipv4_configuration="Static",
+            ipv4_gateway=args.gateway,
+        )
+    return {key: value for key, value in ipmi.get_net_configuration().items() if value is not None}
+
+
+def _sensor(reading: Any) -> dict[str, Any]:
+    return {
+        "name": reading.name,
+        "value": reading.value,
+        "units": reading.units,
+        "health": str(reading.health),
+        "states": list(reading.states),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """pyghmi's FRU data as JSON values (dates and bytes become text)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _translate(exc: IpmiException, name: str, bmc: BMCConnection) -> StepError:
+    text = str(exc) if exc.args and exc.args[0] else ""
+    where = f"the BMC of target {name!r} ({bmc.address}:{bmc.port})"
+    if any(marker in text.lower() for marker in _AUTH_FAILURES):
+        return StepError(
+            f"{where} refused the credentials of user {bmc.user!r}: {text}; check the target's "
+            "bmc.user and the password its reference points at",
+            retryable=False,
+            error_type="AuthenticationFailed",
+        )
+    if not text or "timeout" in text.lower() or "no longer connected" in text.lower():
+        return StepError(
+            f"{where} did not answer{f' ({text})' if text else ''}; check the address, the "
+            "UDP port and that IPMI over LAN is enabled",
+            retryable=True,
+            error_type="Timeout",
+        )
+    return StepError(
+        f"{where} refused the operation: {text}",
+        retryable=False,
+        error_type="IPMIError",
+    )

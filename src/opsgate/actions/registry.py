@@ -29,11 +29,11 @@ from typing import Any
 
 from opsgate.actions.base import Action, ActionArguments
 from opsgate.actions.control import AssertAction, LogAction, WaitAction
-from opsgate.actions.health import HealthCheckArguments
-from opsgate.actions.http import HTTPArguments
-from opsgate.actions.ipmi import IPMIArguments
-from opsgate.actions.shell import ShellArguments
-from opsgate.actions.ssh import SSHArguments, SSHDownloadArguments, SSHUploadArguments
+from opsgate.actions.health import HealthCheckAction
+from opsgate.actions.http import HTTPAction
+from opsgate.actions.ipmi import IPMIAction
+from opsgate.actions.shell import ShellAction
+from opsgate.actions.ssh import SSHAction, SSHDownloadAction, SSHUploadAction
 from opsgate.actions.workflow import WorkflowArguments
 from opsgate.errors import NotFoundError, StepError
 
@@ -76,17 +76,13 @@ class ActionInfo:
 def builtin_actions() -> dict[str, ActionInfo]:
     """The step types opsgate ships, by name."""
     actions = [
-        ActionInfo("shell", ShellArguments, True, "run a command on the opsgate host"),
-        ActionInfo("ssh", SSHArguments, True, "run a command on the target over SSH", True),
-        ActionInfo("ssh.upload", SSHUploadArguments, True, "copy a file to the target", True),
-        ActionInfo(
-            "ssh.download", SSHDownloadArguments, False, "copy a file from the target", True
-        ),
-        ActionInfo("http", HTTPArguments, True, "send one HTTP request and check the response"),
-        ActionInfo("ipmi", IPMIArguments, True, "power and boot control through the BMC", True),
-        ActionInfo(
-            "health_check", HealthCheckArguments, False, "probe a URL or port until healthy"
-        ),
+        ActionInfo.of(ShellAction()),
+        ActionInfo.of(SSHAction()),
+        ActionInfo.of(SSHUploadAction()),
+        ActionInfo.of(SSHDownloadAction()),
+        ActionInfo.of(HTTPAction()),
+        ActionInfo.of(IPMIAction()),
+        ActionInfo.of(HealthCheckAction()),
         ActionInfo.of(WaitAction()),
         ActionInfo.of(AssertAction()),
         ActionInfo.of(LogAction()),

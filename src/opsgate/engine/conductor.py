@@ -18,7 +18,7 @@ and performs it, then asks again. Rules, in the order they apply:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -51,11 +51,6 @@ class StepPhase(StrEnum):
 
 
 COMPLETE = frozenset({StepPhase.SUCCEEDED, StepPhase.SKIPPED})
-
-GATE_UNAVAILABLE = (
-    "the step has an approval gate, and this version of opsgate cannot open approval requests "
-    "yet: the step is refused (fail closed) rather than run without an approval"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +107,8 @@ class Decision:
     cancel: tuple[StepRun, ...] = ()
     wake_at: datetime | None = None
     outcome: Outcome | None = None
+    #: Steps whose runs would start but whose gates are not known to be cleared: check them.
+    gate: tuple[str, ...] = ()
 
     @property
     def has_work(self) -> bool:
@@ -127,6 +124,8 @@ class ExecutionFacts:
     requested_by: str
     params: Mapping[str, Any]
     targets: Sequence[Mapping[str, Any]] = ()
+    #: A policy's cap on every step's ``max_parallel``.
+    max_parallel: int | None = None
 
 
 @dataclass(slots=True)
@@ -135,6 +134,8 @@ class Conductor:
 
     spec: WorkflowSpec
     facts: ExecutionFacts
+    #: ``approvals.<step>``: the granted gates' responses, kept current by the worker.
+    approvals: dict[str, Any] = field(default_factory=dict)
     _steps: dict[str, StepSpec] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -165,10 +166,22 @@ class Conductor:
             steps=steps,
             targets=self.facts.targets,
             now=now,
+            approvals=self.approvals,
         )
 
-    def decide(self, runs: Sequence[StepRun], now: datetime, *, accepting: bool = True) -> Decision:
-        """The next moves. ``accepting=False`` (paused, cancelling): start nothing new."""
+    def decide(
+        self,
+        runs: Sequence[StepRun],
+        now: datetime,
+        *,
+        accepting: bool = True,
+        gated: Collection[str] = (),
+    ) -> Decision:
+        """The next moves. ``accepting=False`` (paused, cancelling): start nothing new.
+
+        ``gated`` are the steps whose gates are not cleared yet: their runs do not start until
+        then, and the decision lists them under ``gate`` for the worker to check.
+        """
         views = self.views(runs)
         failed = next((v for v in views.values() if v.phase is StepPhase.FAILED), None)
         if failed is not None or not accepting:
@@ -181,13 +194,14 @@ class Conductor:
         fail: list[StepFailure] = []
         start: list[StepRun] = []
         cancel: list[StepRun] = []
+        gate: list[str] = []
         wake_at: datetime | None = None
         for view in views.values():
             if view.phase is StepPhase.WAITING and self._ready(view.spec, views):
                 self._prepare(view.spec, variables, create, skip, fail)
             elif view.phase is StepPhase.ACTIVE:
-                if view.spec.approval is not None and not view.running:
-                    fail.append(StepFailure(view.spec.id, GATE_UNAVAILABLE, "ApprovalUnavailable"))
+                if view.spec.id in gated:
+                    gate.append(view.spec.id)
                     continue
                 if self._over_failure_budget(view):
                     cancel += [run for run in view.runs if run.status in (_S.PENDING, _S.RETRYING)]
@@ -196,7 +210,13 @@ class Conductor:
                 start += starts
                 wake_at = _earliest(wake_at, due)
         return Decision(
-            tuple(create), tuple(skip), tuple(fail), tuple(start), tuple(cancel), wake_at
+            tuple(create),
+            tuple(skip),
+            tuple(fail),
+            tuple(start),
+            tuple(cancel),
+            wake_at,
+            gate=tuple(gate),
         )
 
     def _wind_down(self, views: Mapping[str, StepView], failed: StepView | None) -> Decision:
@@ -224,10 +244,6 @@ class Conductor:
         try:
             if step.when is not None and not _truthy(step.when, variables):
                 skip.append((step.id, f"condition {step.when!r} is false"))
-                return
-            if step.approval is not None:
-                # Fail closed until approval gates are served: a gate is never skipped.
-                fail.append(StepFailure(step.id, GATE_UNAVAILABLE, "ApprovalUnavailable"))
                 return
             runs = self._expand(step, variables)
             max_parallel(step, variables)  # fail before any run exists, not after
@@ -272,13 +288,16 @@ class Conductor:
             limit = max_parallel(view.spec, variables)
         except ExpressionError:  # it rendered when the step became ready; be careful anyway
             limit = 1
+        cap = self.facts.max_parallel
+        if cap is not None:
+            limit = cap if limit is None else min(limit, cap)
         slots = (limit - view.running) if limit is not None else len(view.runs)
         starts: list[StepRun] = []
         due: datetime | None = None
         for run in view.runs:
             if len(starts) >= slots:
                 break
-            if run.status is _S.PENDING:
+            if run.status in (_S.PENDING, _S.WAITING_APPROVAL):
                 starts.append(run)
             elif run.status is _S.RETRYING:
                 if run.next_attempt_at is None or run.next_attempt_at <= now:

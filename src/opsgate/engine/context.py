@@ -24,9 +24,11 @@ def execution_variables(
     steps: Mapping[str, Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
     now: datetime,
+    approvals: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The variables shared by every template of one execution at one moment."""
     return {
+        "approvals": dict(approvals or {}),
         "params": dict(params),
         "steps": {step_id: dict(view) for step_id, view in steps.items()},
         "execution": {"id": execution_id, "workflow": workflow_name, "requested_by": requested_by},

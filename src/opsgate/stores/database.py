@@ -4,7 +4,10 @@ SQLite is the single-node default: WAL so readers never wait for the writer, ``s
 so a commit survives a power cut, a busy timeout instead of instant ``database is locked``
 errors, enforced foreign keys, and write transactions that take the write lock at ``BEGIN``
 (``BEGIN IMMEDIATE``) so that two writers queue up instead of failing halfway through.
-PostgreSQL is the multi-replica store, reached through psycopg 3.
+PostgreSQL is the multi-replica store, reached through psycopg 3. A pooled connection is checked
+with a ping only when it sat idle for a while (:data:`IDLE_PING_SECONDS`), not on every checkout:
+the worker's hot path makes no extra round trip, and a server that went away between two
+transactions fails one of them, which the worker retries (its writes are compare-and-sets).
 
 Every SQLAlchemy failure that reaches a caller passes through :func:`store_error` first, so the
 message says what to check instead of showing a driver traceback.
@@ -23,6 +26,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    DisconnectionError,
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
@@ -31,6 +35,8 @@ from sqlalchemy.exc import (
 from opsgate.errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+#: A PostgreSQL connection idle for longer than this is pinged before use (and replaced if dead).
+IDLE_PING_SECONDS = 10.0
 URL_HINT = "write sqlite:///path/to/opsgate.db or postgresql+psycopg://user@host:5432/database"
 #: Execution option that makes a SQLite transaction read-only: ``BEGIN DEFERRED``, no write lock.
 READ_ONLY = "opsgate_read_only"
@@ -45,7 +51,7 @@ def create_engine_for(url: str) -> Engine:
         _create_parent_directory(parsed)
         options: dict[str, Any] = {}
     else:
-        options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        options = {"connect_args": {"connect_timeout": 10}}
     try:
         engine = sa.create_engine(parsed, **options)
     except (ArgumentError, NoSuchModuleError) as exc:
@@ -53,6 +59,8 @@ def create_engine_for(url: str) -> Engine:
     if sqlite:
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
+    else:
+        _ping_when_idle(engine)
     try:
         with engine.connect():
             pass
@@ -150,6 +158,26 @@ def _use_wal(cursor: sqlite3.Cursor) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only if it was idle longer than IDLE_PING_SECONDS."""
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is not None and time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out a fresh one.
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checkout)
 
 
 def _begin_sqlite_transaction(connection: sa.Connection) -> None:

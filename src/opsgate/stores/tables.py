@@ -117,7 +117,11 @@ class BlueprintSnapshotRow(_Row, table=True):
 
 class ScheduleRow(_Row, table=True):
     __tablename__ = "schedules"
-    __table_args__ = (sa.Index("ix_schedules_due", "enabled", "next_fire_at"),)
+    __table_args__ = (
+        sa.Index("ix_schedules_due", "enabled", "next_fire_at"),
+        # schedule_workflow(idempotency_key=...): one schedule per owner and key.
+        sa.Index("ix_schedules_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
 
     id: str = Field(primary_key=True, sa_type=ID)
     workflow_name: str = Field(sa_type=NAME, index=True)
@@ -134,6 +138,9 @@ class ScheduleRow(_Row, table=True):
     last_fire_at: datetime | None = Field(sa_type=UTCDateTime())
     last_outcome: FireOutcome | None = Field(sa_type=value_enum(FireOutcome))
     catchup_window_seconds: int
+    #: A fire this late is still on time; later ones are misfires.
+    misfire_grace_seconds: int = Field(default=60, sa_column_kwargs={"server_default": "60"})
+    idempotency_key: str | None = Field(default=None, sa_type=NAME)
     created_at: datetime = Field(sa_type=UTCDateTime())
     updated_at: datetime = Field(sa_type=UTCDateTime())
     #: Schedules are deleted softly: their fires, executions and events keep pointing at them.
@@ -220,6 +227,10 @@ class ApprovalRow(_Row, table=True):
     id: str = Field(primary_key=True, sa_type=ID)
     execution_id: str = Field(foreign_key="executions.id", ondelete="CASCADE", sa_type=ID)
     step_id: str = Field(sa_type=NAME)
+    #: Which gate of the step: ``approval`` (the blueprint's) or ``policy:<rule id>``.
+    gate: str = Field(
+        default="approval", sa_type=NAME, sa_column_kwargs={"server_default": "approval"}
+    )
     status: ApprovalStatus = Field(sa_type=value_enum(ApprovalStatus))
     #: The digest of the step this approval is bound to; a changed plan supersedes it.
     digest: str = Field(sa_type=DIGEST)

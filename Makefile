@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck pytest postgres ipmi-sim coverage
+.PHONY: install serve test lint typecheck pytest postgres ipmi-sim npm-tools coverage
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ postgres:
 ipmi-sim:
 	@command -v ipmi_sim >/dev/null || { apt-get update -qq && apt-get install -y -qq openipmi; }
 
+# The MCP Inspector CLI, the conformance suite and Node 22, pinned in tests/server/npm/, into
+# .npm-tools/ (npm ci, only when the lock changed); the tests would install them too.
+npm-tools: install
+	@$(BIN)/python -m tests.server.npm_tools >/dev/null
+
 # pytest's exit code 5 ("no tests collected") is a failure like any other non-zero code.
-pytest: install postgres ipmi-sim
+pytest: install postgres ipmi-sim npm-tools
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -14,7 +14,8 @@ from typing import Any
 from opsgate.engine.statuses import ApprovalStatus, Trigger
 from opsgate.errors import ApprovalRefusedError
 from opsgate.models import Approval, ApprovalDecisionKind
-from opsgate.spec.model import FieldSpec
+from opsgate.policy import BLUEPRINT_GATE
+from opsgate.spec.model import FieldSpec, WorkflowSpec
 from opsgate.spec.parameters import validate_parameters
 from opsgate.views import ApprovalView, DecisionView
 
@@ -88,7 +89,26 @@ def settled(approval: Approval) -> Trigger | None:
     return Trigger.APPROVE if len(approvers) >= approval.quorum else None
 
 
-def approval_view(approval: Approval, workflow_name: str) -> ApprovalView:
+def is_confirmation(approval: Approval, spec: WorkflowSpec) -> bool:
+    """Whether ``approval`` is a ``confirm: true`` gate: the requester may confirm it in their
+    client (by elicitation) instead of an approver approving it."""
+    if approval.gate != BLUEPRINT_GATE:
+        return False
+    step = next((s for s in spec.steps if s.id == approval.step_id), None)
+    return step is not None and step.approval is not None and step.approval.confirm
+
+
+def confirmation_text(approval: Approval, spec: WorkflowSpec, execution_id: str) -> str:
+    """The question the requester's client shows; deterministic (no times), as elicitation
+    answers are bound to the question's text."""
+    step = next(s for s in spec.steps if s.id == approval.step_id)
+    return (
+        f"Run step '{step.name or step.id}' ({step.action}) of {spec.name} "
+        f"(execution {execution_id}) now?"
+    )
+
+
+def approval_view(approval: Approval, workflow_name: str, confirm: bool = False) -> ApprovalView:
     approvals_so_far = len(
         {d.principal for d in approval.decisions if d.decision is ApprovalDecisionKind.GRANTED}
     )
@@ -108,6 +128,7 @@ def approval_view(approval: Approval, workflow_name: str) -> ApprovalView:
         workflow_name=workflow_name,
         step_id=approval.step_id,
         gate=approval.gate,
+        confirm=confirm,
         status=str(approval.status),
         requested_by=approval.requested_by,
         approver_roles=list(approval.approvers.roles),

@@ -6,9 +6,11 @@ The CLI and the server build the same runtime, so both front ends behave the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from opsgate.actions.registry import ActionRegistry
 from opsgate.catalog import Catalog, load_catalog
+from opsgate.children import ServiceChildren
 from opsgate.config import Settings
 from opsgate.inventory import load_inventory, names_as_targets
 from opsgate.scheduler import Scheduler
@@ -42,6 +44,7 @@ class Runtime:
         targets = inventory.for_workflow if inventory is not None else names_as_targets
         worker = Worker(store, registry, targets=targets, policies=catalog.policies)
         service = Service(store, catalog, wake=worker.wake, inventory=inventory)
+        worker.children = partial(ServiceChildren, service)
         scheduler = Scheduler(store, service)
         service.wake_scheduler = scheduler.wake
         return cls(settings, store, catalog, registry, worker, service, scheduler)

@@ -22,7 +22,9 @@ from opsgate.approvals import (
     already_decided_alike,
     approval_view,
     checked_response,
+    confirmation_text,
     decision_refusal,
+    is_confirmation,
     settled,
 )
 from opsgate.catalog import Catalog
@@ -540,6 +542,11 @@ class Service:
             return await self._approval_view(approval)  # the same call again: idempotent
         refusal = decision_refusal(approval, principal.name, principal.roles)
         if refusal is not None:
+            if await self.confirmation_question(principal, approval_id) is not None:
+                refusal += (
+                    "; as its requester you may confirm this step yourself in a client that "
+                    "supports elicitation (approve_step asks you there)"
+                )
             raise ApprovalRefusedError(refusal)
         execution = await self._call(self.store.get_execution, approval.execution_id)
         if execution.status in EXECUTION_TERMINAL:
@@ -562,16 +569,23 @@ class Service:
         )
         approval = await self._call(self.store.get_approval, approval_id)
         trigger = settled(approval)
-        if trigger is not None:
-            approval, _ = await self._call(
-                self.store.transition_approval,
-                approval_id,
-                trigger,
-                expected=ApprovalStatus.PENDING,
-                actor=principal.name,
-            )
-            await self._call(self.store.wake_execution, execution.id)
-            self.wake(execution.id)
+        if trigger is None:
+            return await self._approval_view(approval)
+        return await self._settle(approval_id, trigger, principal, execution.id)
+
+    async def _settle(
+        self, approval_id: str, trigger: Trigger, principal: Principal, execution_id: str
+    ) -> ApprovalView:
+        """Grant or reject a pending approval, and wake its execution to act on it."""
+        approval, _ = await self._call(
+            self.store.transition_approval,
+            approval_id,
+            trigger,
+            expected=ApprovalStatus.PENDING,
+            actor=principal.name,
+        )
+        await self._call(self.store.wake_execution, execution_id)
+        self.wake(execution_id)
         return await self._approval_view(approval)
 
     async def _supersede_if_stale(
@@ -602,7 +616,46 @@ class Service:
 
     async def _approval_view(self, approval: Approval) -> ApprovalView:
         execution = await self._call(self.store.get_execution, approval.execution_id)
-        return approval_view(approval, execution.workflow_name)
+        spec = await self._call(self._spec_of, execution)
+        return approval_view(approval, execution.workflow_name, is_confirmation(approval, spec))
+
+    async def confirmation_question(self, principal: Principal, approval_id: str) -> str | None:
+        """What to ask ``principal`` in their client when they may confirm ``approval_id`` (a
+        pending ``confirm: true`` gate of an execution they requested); else ``None``."""
+        approval = await self._call(self.store.get_approval, approval_id)
+        if approval.status is not ApprovalStatus.PENDING or approval.requested_by != principal.name:
+            return None
+        execution = await self._call(self.store.get_execution, approval.execution_id)
+        spec = await self._call(self._spec_of, execution)
+        if not is_confirmation(approval, spec):
+            return None
+        return confirmation_text(approval, spec, execution.id)
+
+    async def confirm_step(
+        self, principal: Principal, approval_id: str, *, confirmed: bool, comment: str | None
+    ) -> ApprovalView:
+        """The requester's answer to a ``confirm: true`` gate, given in their client (MCP
+        elicitation): confirmed opens the gate, anything else rejects it."""
+        if await self.confirmation_question(principal, approval_id) is None:
+            raise ApprovalRefusedError(
+                f"approval {approval_id} is not a pending confirmation of an execution "
+                f"{principal.name} requested; decide it with approve_step or reject_step"
+            )
+        approval = await self._call(self.store.get_approval, approval_id)
+        execution = await self._call(self.store.get_execution, approval.execution_id)
+        await self._supersede_if_stale(approval, execution, principal)
+        kind = ApprovalDecisionKind.GRANTED if confirmed else ApprovalDecisionKind.REJECTED
+        note = comment or ("confirmed in the client" if confirmed else "declined in the client")
+        await self._call(
+            self.store.add_decision,
+            approval_id,
+            principal=principal.name,
+            decision=kind,
+            channel=Channel.ELICITATION,
+            comment=note,
+        )
+        trigger = Trigger.APPROVE if confirmed else Trigger.REJECT
+        return await self._settle(approval_id, trigger, principal, execution.id)
 
     # ----------------------------------------------------------------- targets
 

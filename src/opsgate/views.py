@@ -399,6 +399,10 @@ class ApprovalView(View):
     workflow_name: str
     step_id: str = Field(description="the gated step, or '@execution' for the whole execution")
     gate: str
+    confirm: bool = Field(
+        description="a confirmation: the requester confirms it in their client (approve_step "
+        "asks by elicitation), or an approver decides it"
+    )
     status: str = Field(description="pending, granted, rejected, expired, escalated, ...")
     requested_by: str
     approver_roles: list[str]

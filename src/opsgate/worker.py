@@ -30,7 +30,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from opsgate.actions.base import StepContext, render_arguments, run_action
+from opsgate.actions.base import Children, StepContext, render_arguments, run_action
 from opsgate.actions.connections import Connections
 from opsgate.actions.registry import ActionRegistry
 from opsgate.engine.conductor import (
@@ -144,6 +144,7 @@ class Worker:
         targets: TargetResolver = names_as_targets,
         sleep: Callable[[float], Any] = anyio.sleep,
         policies: PolicySet | None = None,
+        children: Callable[[Execution], Children] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -155,6 +156,8 @@ class Worker:
         self.resolve_targets = targets
         self.sleep = sleep
         self.policies = policies or PolicySet()
+        #: Child executions for the ``workflow`` action, per parent (set by the runtime).
+        self.children = children
         self._runners: dict[str, ExecutionRunner] = {}
         self._wake = anyio.Event()
         self._specs: dict[str, WorkflowSpec] = {}
@@ -210,19 +213,25 @@ class Worker:
         return request.records
 
     async def _write_group(self, group: list[_Write]) -> None:
+        """Write a group; every request ends with its records or its error (never raises: the
+        leader goes on with the next group, and no runner waits forever)."""
         try:
             records = await self.call(self.store.write, [c for w in group for c in w.changes])
             for request in group:
                 request.records = records
         except OpsgateError as exc:
-            if len(group) == 1:
-                group[0].error = exc
-            else:
+            for request in group:
+                request.error = exc
+            if len(group) > 1:
                 for request in group:
+                    request.error = None
                     try:
                         request.records = await self.call(self.store.write, request.changes)
-                    except OpsgateError as alone:
+                    except Exception as alone:
                         request.error = alone
+        except Exception as exc:
+            for request in group:
+                request.error = exc
         finally:
             for request in group:
                 request.done.set()
@@ -364,14 +373,16 @@ class ExecutionRunner:
         # Decisions and attempt outcomes are persisted one at a time, so that every decision
         # is taken on all the outcomes written before it (a batch stops exactly at its limit).
         self._writing = anyio.Lock()
-        #: Deferred changes (see :meth:`_defer`), written with the next change that is not.
+        #: Deferred changes (see "Deferring" above :meth:`_flush`), written with the next change
+        #: that is not deferred.
         self._queued: list[Change] = []
         self._committing = 0
         #: Ended and gave the lease back without making other work claimable (no lock freed).
         self.ended_quietly = False
-        #: Whether the execution can have approvals or locks for :meth:`_close` to end.
-        self._may_have_approvals = False
-        self._may_hold_locks = execution.schedule_id is not None
+        #: Whether the execution can have approvals or locks for :meth:`_close` to end (known
+        #: once its blueprint and policies are read; until then, assume it can).
+        self._may_have_approvals = True
+        self._may_hold_locks = True
         # One connection per target for the whole execution (SSH), closed when the runner stops.
         self.connections = Connections()
 
@@ -395,6 +406,8 @@ class ExecutionRunner:
         digest = self.execution.blueprint_digest
         cached = worker.cached_spec(digest)
         self.spec = await worker.call(worker.spec_of, digest) if cached is None else cached
+        queued_fire = self.execution.schedule_id is not None  # may hold its schedule's lock
+        self._may_hold_locks = queued_fire or self.spec.concurrency is not None
         try:
             targets = worker.resolve_targets(self.spec, self.execution.parameters)
         except (ConfigurationError, NotFoundError, ExpressionError) as exc:
@@ -403,7 +416,6 @@ class ExecutionRunner:
         verdict = self._verdict(targets)
         self.gated = {step.id for step in self.spec.steps if verdict.gates_for(step.id)}
         self._may_have_approvals = bool(self.gated)
-        self._may_hold_locks = self._may_hold_locks or self.spec.concurrency is not None
         self.conductor = Conductor(
             self.spec,
             ExecutionFacts(
@@ -594,7 +606,7 @@ class ExecutionRunner:
         self, trigger: Trigger, *, expected: ExecutionStatus, defer: bool = False, **changes: Any
     ) -> Execution:
         """Apply ``trigger`` to the execution, with the changes still deferred; ``defer`` it
-        too when the next write can carry it (see :meth:`_defer`)."""
+        too when the next write can carry it (see "Deferring" above :meth:`_flush`)."""
         self._check_lease()
         data = changes.pop("data", None)
         new = next_status(EXECUTION_MACHINE, expected, trigger, entity_id=self.execution.id)
@@ -1004,6 +1016,7 @@ class ExecutionRunner:
             reporter=partial(self._report, run),
             clock=self.worker.clock,
             connections=self.connections,
+            children=self.worker.children(self.execution) if self.worker.children else None,
         )
         if limit is None:
             return await run_action(action, rendered, ctx)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from ruamel.yaml import YAML
 
 from opsgate.actions import ActionRegistry
 from opsgate.catalog import Catalog
+from opsgate.children import ServiceChildren
 from opsgate.inventory import load_inventory
 from opsgate.service import Principal, Service
 from opsgate.stores import SQLStore
@@ -73,11 +75,24 @@ steps:
     for_each: targets
     depends_on: [power]
     with: {operation: set_lan_config, ip_address: 10.0.0.5, netmask: 255.255.255.0}
+  - id: nested
+    action: workflow
+    depends_on: [local]
+    with: {workflow_name: child_note, parameters: {note: "{{ params.note }}"}}
   - id: fetch
     action: ssh.download
     for_each: targets
     depends_on: [remote]
     with: {remote_path: /payload.txt, local_path: "BACK"}
+"""
+
+CHILD = """
+name: child_note
+version: "1"
+parameters:
+  note: {type: string, required: true}
+steps:
+  - {id: say, action: log, with: {message: "child got {{ params.note }}"}}
 """
 
 
@@ -129,8 +144,10 @@ async def test_a_blueprint_of_every_action_runs_against_the_peers_and_leaks_no_s
             store.migrate()
             try:
                 worker = Worker(store, registry, targets=inventory.for_workflow)
-                catalog = Catalog(blueprints={spec.name: spec})
+                child = load_spec(YAML(typ="safe").load(CHILD), registry)
+                catalog = Catalog(blueprints={spec.name: spec, child.name: child})
                 service = Service(store, catalog, wake=worker.wake, inventory=inventory)
+                worker.children = partial(ServiceChildren, service)
                 started = await service.execute_workflow(
                     Principal("alice"), "everything", {"api_token": "env:E2E_PARAMETER"}
                 )
@@ -152,6 +169,8 @@ async def test_a_blueprint_of_every_action_runs_against_the_peers_and_leaks_no_s
     assert http.requests[-1]["headers"]["x-api-key"] == PARAMETER_SECRET
     assert ssh.connections == 1
 
+    assert outputs["nested"]["status"] == "succeeded"
+    assert outputs["nested"]["outputs"]["say"]["message"] == "child got hello; $(id)"
     assert outputs["power"] == {"operation": "power_on", "power": "on"}
     assert outputs["provision"]["lan"]["ipv4_address"] == "10.0.0.5/24"
     secrets = (SSH_PASSWORD, HTTP_TOKEN, PARAMETER_SECRET, bmc.password)

@@ -20,8 +20,6 @@ from tests.actions.contexts import Recorder
 
 pytestmark = pytest.mark.anyio
 
-NOT_YET_IMPLEMENTED = {"workflow"}
-
 BLUEPRINT = """\
 name: scripted_run
 version: "1"
@@ -30,11 +28,9 @@ steps:
 """
 
 
-def test_builtin_actions_implement_the_control_actions_and_describe_the_rest() -> None:
+def test_builtin_actions_are_each_implemented_by_their_action() -> None:
     actions = builtin_actions()
-    assert {name for name, info in actions.items() if info.implementation is None} == (
-        NOT_YET_IMPLEMENTED
-    )
+    assert all(info.implementation.name == name for name, info in actions.items())
     assert isinstance(actions["wait"].implementation, WaitAction)
     assert isinstance(actions["assert"].implementation, AssertAction)
     assert isinstance(actions["log"].implementation, LogAction)
@@ -43,8 +39,8 @@ def test_builtin_actions_implement_the_control_actions_and_describe_the_rest() -
         WaitArguments,
         False,
         "wait a fixed time or until a condition holds",
-        False,
         actions["wait"].implementation,
+        needs_target=False,
     )
 
 
@@ -70,16 +66,6 @@ def test_looking_up_an_unknown_action_suggests_close_names() -> None:
 
 def test_the_implementation_of_a_built_in_action() -> None:
     assert isinstance(ActionRegistry.builtin().implementation("log"), LogAction)
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET_IMPLEMENTED))
-def test_an_action_without_implementation_is_a_non_retryable_step_error(name: str) -> None:
-    with pytest.raises(StepError) as raised:
-        ActionRegistry.builtin().implementation(name)
-    assert (raised.value.error_type, raised.value.retryable) == ("ActionUnavailable", False)
-    assert str(raised.value).startswith(
-        f"action {name!r} is not available in this version of opsgate"
-    )
 
 
 def test_the_implementation_of_an_unknown_action_is_a_step_error_with_suggestions() -> None:

@@ -65,6 +65,18 @@ BLUEPRINTS = """
       depends_on: [prepare]
       approval: {approvers: {principals: [bob]}, quorum: 1, timeout: 1h}
       with: {message: "applied"}
+- name: confirmed
+  version: "1"
+  description: Log, then a step its requester confirms in the client (or bob approves).
+  risk: medium
+  steps:
+    - {id: prepare, action: log, with: {message: "prepared"}}
+    - id: apply
+      action: log
+      depends_on: [prepare]
+      approval: {approvers: {principals: [bob]}, confirm: true, timeout: 1h}
+      with: {message: "applied"}
+      rollback: {action: log, with: {message: "unapplied"}}
 - name: broken
   version: "1"
   description: Fails at its only step.

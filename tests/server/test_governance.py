@@ -74,3 +74,80 @@ async def _settled(client: Client, execution_id: str) -> dict[str, Any]:
             if status["status"] not in ("pending", "running", "waiting_approval"):
                 return status
             await anyio.sleep(0.02)
+
+
+class Answer:
+    """The human at the requesting client, answering the confirmation question."""
+
+    def __init__(self, action: str, confirm: bool = True) -> None:
+        self.action, self.confirm = action, confirm
+        self.questions: list[str] = []
+
+    async def __call__(self, context: Any, params: Any) -> Any:
+        from mcp.types import ElicitResult
+
+        self.questions.append(params.message)
+        content = {"confirm": self.confirm, "comment": ""} if self.action == "accept" else None
+        return ElicitResult(action=self.action, content=content)
+
+
+async def _waiting_confirmation(client: Client) -> tuple[str, str]:
+    """Start ``confirmed`` and wait at its gate: the execution id and the approval id."""
+    started = data(
+        await call(client, "execute_workflow", workflow_name="confirmed", wait_seconds=20)
+    )
+    assert started["status"] == "waiting_approval"
+    execution_id = started["execution_id"]
+    events = data(await call(client, "get_execution_events", execution_id=execution_id))
+    [requested] = [e for e in events["events"] if e["type"] == "approval.requested"]
+    return execution_id, requested["data"]["approval_id"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_confirmation_is_asked_of_the_requester_in_the_client(
+    make_server: Callable[..., MCPServer[AppState]], mode: str
+) -> None:
+    human = Answer("accept")
+    alice_server = make_server("alice")
+    async with Client(alice_server, mode=mode, elicitation_callback=human) as alice:
+        execution_id, approval_id = await _waiting_confirmation(alice)
+        confirmed = data(await call(alice, "approve_step", approval_id=approval_id))
+        assert (confirmed["status"], confirmed["confirm"]) == ("granted", True)
+        assert human.questions == [
+            f"Run step 'apply' (log) of confirmed (execution {execution_id}) now?"
+        ]
+        status = (await _settled(alice, execution_id))["status"]
+        assert status == "succeeded"
+        events = data(await call(alice, "get_execution_events", execution_id=execution_id))
+        decision = next(e for e in events["events"] if e["type"] == "approval.decision_recorded")
+        assert (decision["actor"], decision["data"]["channel"]) == ("alice", "elicitation")
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_declined_confirmation_rejects_and_a_dismissed_one_waits(
+    make_server: Callable[..., MCPServer[AppState]], mode: str
+) -> None:
+    alice_server = make_server("alice")
+    async with Client(alice_server, mode=mode, elicitation_callback=Answer("cancel")) as alice:
+        execution_id, approval_id = await _waiting_confirmation(alice)
+        dismissed = error_text(await call(alice, "approve_step", approval_id=approval_id))
+        assert "dismissed in the client" in dismissed and "still waits" in dismissed
+    async with Client(
+        alice_server, mode=mode, elicitation_callback=Answer("accept", confirm=False)
+    ) as alice:
+        declined = data(await call(alice, "approve_step", approval_id=approval_id))
+        assert declined["status"] == "rejected"
+        assert (await _settled(alice, execution_id))["status"] == "failed"  # nothing ran to undo
+
+
+async def test_without_elicitation_a_confirmation_is_an_approval_for_the_approvers(
+    make_server: Callable[..., MCPServer[AppState]],
+) -> None:
+    alice_server = make_server("alice")
+    async with Client(alice_server) as alice, Client(make_server("bob")) as bob:
+        execution_id, approval_id = await _waiting_confirmation(alice)
+        refused = error_text(await call(alice, "approve_step", approval_id=approval_id))
+        assert "alice may not decide" in refused and "supports elicitation" in refused
+        approved = data(await call(bob, "approve_step", approval_id=approval_id))
+        assert approved["status"] == "granted"
+        assert (await _settled(alice, execution_id))["status"] == "succeeded"

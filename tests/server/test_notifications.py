@@ -189,7 +189,7 @@ async def test_completions_offer_workflow_names_and_execution_ids(
         assert found.completion.values == ["deploy"]
         template = ResourceTemplateReference(uri="opsgate://blueprints/{name}")
         found = await client.complete(template, {"name": "name", "value": ""})
-        assert found.completion.values == ["broken", "deploy", "gated", "hello"]
+        assert found.completion.values == ["broken", "confirmed", "deploy", "gated", "hello"]
         execution_id = await start_deploy(client)
         found = await client.complete(
             PromptReference(name="triage_failed_execution"),

@@ -99,13 +99,15 @@ async def test_list_workflows_pages_by_name_and_refuses_a_forged_cursor(
 ) -> None:
     async with Client(server, mode=mode) as client:
         first = data(await call(client, "list_workflows", limit=2))
-        assert [w["workflow_name"] for w in first["workflows"]] == ["broken", "deploy"]
-        deploy = first["workflows"][1]
+        assert [w["workflow_name"] for w in first["workflows"]] == ["broken", "confirmed"]
         assert first["next_cursor"] is not None
+        second = data(await call(client, "list_workflows", limit=2, cursor=first["next_cursor"]))
+        assert [w["workflow_name"] for w in second["workflows"]] == ["deploy", "gated"]
+        deploy = second["workflows"][0]
         assert deploy["parameters"] == ["host*", "replicas", "token"]
         assert deploy["risk"] == "high"
-        rest = data(await call(client, "list_workflows", cursor=first["next_cursor"]))
-        assert [w["workflow_name"] for w in rest["workflows"]] == ["gated", "hello"]
+        rest = data(await call(client, "list_workflows", cursor=second["next_cursor"]))
+        assert [w["workflow_name"] for w in rest["workflows"]] == ["hello"]
         assert rest["next_cursor"] is None
         demo = data(await call(client, "list_workflows", category="demo"))
         assert [w["workflow_name"] for w in demo["workflows"]] == ["broken", "hello"]

@@ -48,7 +48,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import anyio
 from jinja2 import TemplateError
@@ -95,6 +95,27 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class ChildStatus:
+    """Where a child execution stands, as the ``workflow`` action sees it."""
+
+    status: str
+    finished: bool
+    error: Mapping[str, Any] | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Children(Protocol):
+    """Starts, follows and cancels child executions; the runtime provides it to the worker."""
+
+    async def start(self, workflow_name: str, parameters: Mapping[str, Any], key: str) -> str:
+        """Start (or, for the same ``key``, find again) a child execution; its id."""
+
+    async def status(self, execution_id: str) -> ChildStatus: ...
+
+    async def cancel(self, execution_id: str, reason: str) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class StepContext:
     """What an action knows about the attempt it performs, and the services it may use.
@@ -136,6 +157,8 @@ class StepContext:
     connections: Connections | None = None
     #: Bytes of each output stream an action keeps (head and tail; the size is reported).
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    #: Child executions (the ``workflow`` action); ``None`` where no service is attached.
+    children: Children | None = None
 
     def evaluate(self, expression: str) -> Any:
         """Evaluate a bare expression against :attr:`variables`, with ``now`` read from

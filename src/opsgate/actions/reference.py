@@ -59,6 +59,9 @@ OUTPUTS: Mapping[str, str] = {
     "wait": "`waited_seconds`",
     "assert": "`condition`",
     "log": "`message`, `level`",
+    "workflow": "`execution_id`; with `wait: true` also `status` and `outputs` (the child's "
+    "step outputs by step id). The child runs as the parent's requester (policies judge it so); "
+    "a failed child fails the step without retry; cancelling the step cancels the child",
 }
 
 
@@ -72,7 +75,6 @@ def render_summary(actions: Mapping[str, ActionInfo]) -> str:
             for m, on in (
                 ("target", info.needs_target),
                 ("changes", info.changes_things),
-                ("not runnable", info.implementation is None),
             )
             if on
         ]
@@ -100,8 +102,6 @@ def render_action(info: ActionInfo) -> str:
         "Runs against a target (`for_each: targets`)" if info.needs_target else "Runs anywhere",
         "changes things (give it a compensation)" if info.changes_things else "reads only",
     ]
-    if info.implementation is None:
-        facts.append("**validated only: this version cannot run it yet**")
     lines = [
         f"## `{info.name}`",
         "",

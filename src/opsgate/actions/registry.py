@@ -34,7 +34,7 @@ from opsgate.actions.http import HTTPAction
 from opsgate.actions.ipmi import IPMIAction
 from opsgate.actions.shell import ShellAction
 from opsgate.actions.ssh import SSHAction, SSHDownloadAction, SSHUploadAction
-from opsgate.actions.workflow import WorkflowArguments
+from opsgate.actions.workflow import WorkflowAction
 from opsgate.errors import NotFoundError, StepError
 
 #: The entry-point group through which distributions provide actions.
@@ -55,10 +55,10 @@ class ActionInfo:
     changes_things: bool
     #: One line for listings and error hints.
     description: str
+    #: The code that runs it.
+    implementation: Action[Any]
     #: Whether it runs against one inventory target (the step needs ``for_each: targets``).
     needs_target: bool = False
-    #: The code that runs it; ``None`` while this version of opsgate only validates it.
-    implementation: Action[Any] | None = None
 
     @classmethod
     def of(cls, action: Action[Any]) -> ActionInfo:
@@ -68,8 +68,8 @@ class ActionInfo:
             action.arguments,
             action.changes_things,
             action.description,
-            action.needs_target,
-            action,
+            implementation=action,
+            needs_target=action.needs_target,
         )
 
 
@@ -86,7 +86,7 @@ def builtin_actions() -> dict[str, ActionInfo]:
         ActionInfo.of(WaitAction()),
         ActionInfo.of(AssertAction()),
         ActionInfo.of(LogAction()),
-        ActionInfo("workflow", WorkflowArguments, True, "run another blueprint as a child"),
+        ActionInfo.of(WorkflowAction()),
     ]
     return {action.name: action for action in actions}
 
@@ -155,21 +155,13 @@ class ActionRegistry:
         """The code that runs ``name``, for the worker.
 
         Raises a non-retryable :class:`~opsgate.errors.StepError` (``ActionUnavailable``) when
-        the action is unknown (its plugin was uninstalled since the blueprint was validated) or
-        has no implementation in this version.
+        the action is unknown (its plugin was uninstalled since the blueprint was validated).
         """
         info = self._infos.get(name)
         if info is None:
             missing = NotFoundError("action", name, self._infos)
             raise StepError(
                 f"{missing}; install the plugin that provides it, or change the step's action",
-                retryable=False,
-                error_type="ActionUnavailable",
-            )
-        if info.implementation is None:
-            raise StepError(
-                f"action {name!r} is not available in this version of opsgate: blueprints "
-                "using it validate but cannot run yet; choose another action for this step",
                 retryable=False,
                 error_type="ActionUnavailable",
             )

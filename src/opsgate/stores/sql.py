@@ -754,8 +754,9 @@ class SQLStore:
         """Write ``changes`` in one transaction, as :meth:`apply` does; the records written.
 
         In order: each transition's record as it is after the batch's own change, then the runs
-        of each :class:`NewStepRuns` (as they are now, created here or before). This is how a
-        worker learns the stamps (attempts, times) of the transitions it wrote together.
+        of each :class:`NewStepRuns` (as they are now, created here or before) that no transition
+        of the batch returned already. This is how a worker learns the stamps (attempts, times)
+        of the transitions it wrote together.
         """
         if not changes:
             return []
@@ -771,11 +772,14 @@ class SQLStore:
                     records.append(_record(StepRun, row))
                 elif isinstance(change, ApprovalTransition):
                     records += _approvals_with_decisions(conn, [row])
+            returned = {record.id for record in records}
             ids = [
-                step_run_id(change.execution_id, run.step_id, run.item_key)
+                run_id
                 for change in changes
                 if isinstance(change, NewStepRuns)
                 for run in change.runs
+                if (run_id := step_run_id(change.execution_id, run.step_id, run.item_key))
+                not in returned
             ]
             if ids:
                 query = _shaped("step runs by id", _step_runs_by_id)
@@ -1343,12 +1347,16 @@ class SQLStore:
         if len(changes) > 1:
             _lock_executions(conn, changes)
         written: list[tuple[sa.Row[Any] | None, dict[str, Any] | None]] = []
+        leased: set[tuple[str, str]] = set()
         for position, (change, plan) in enumerate(zip(changes, plans, strict=True), start=1):
             try:
                 if plan is not None:
-                    written.append(_transition(conn, plan, now))
+                    row, event = _transition(conn, plan, now)
+                    written.append((row, event))
+                    if plan.owner is not None:
+                        leased.add((event["execution_id"], plan.owner))
                 else:
-                    written.append((None, _write_other(conn, change, now)))
+                    written.append((None, _write_other(conn, change, now, leased)))
             except ConflictError as exc:
                 if len(changes) == 1:
                     raise
@@ -1478,8 +1486,14 @@ def _lease_lost(action: str, execution_id: str, owner: str, holder: str | None) 
     )
 
 
-def _write_other(conn: sa.Connection, change: Change, now: datetime) -> dict[str, Any] | None:
-    """A change that is not a transition: an event's values, or ``None`` for new step runs."""
+def _write_other(
+    conn: sa.Connection, change: Change, now: datetime, leased: Collection[tuple[str, str]] = ()
+) -> dict[str, Any] | None:
+    """A change that is not a transition: an event's values, or ``None`` for new step runs.
+
+    ``leased`` are the (execution, owner) pairs whose lease an earlier guarded write of the
+    transaction checked, and whose execution row it holds locked until commit.
+    """
     if isinstance(change, NewEvent):
         seq = _take_seq(
             conn, now, change.changes, change.lease_owner, execution_id=change.execution_id
@@ -1499,14 +1513,15 @@ def _write_other(conn: sa.Connection, change: Change, now: datetime) -> dict[str
             attempt=change.attempt,
         )
     assert isinstance(change, NewStepRuns), f"not a change: {change!r}"
-    guarded = change.lease_owner is not None
-    query = _shaped(("lease of", guarded), lambda: _lease_of(guarded))
-    found = conn.execute(query, {"b_id": change.execution_id}).one_or_none()
-    if found is None:
-        raise NotFoundError("execution", change.execution_id)
-    if change.lease_owner is not None and found.lease_owner != change.lease_owner:
-        action = f"create step runs of execution {change.execution_id}"
-        raise _lease_lost(action, change.execution_id, change.lease_owner, found.lease_owner)
+    if (change.execution_id, change.lease_owner) not in leased:
+        guarded = change.lease_owner is not None
+        query = _shaped(("lease of", guarded), lambda: _lease_of(guarded))
+        found = conn.execute(query, {"b_id": change.execution_id}).one_or_none()
+        if found is None:
+            raise NotFoundError("execution", change.execution_id)
+        if change.lease_owner is not None and found.lease_owner != change.lease_owner:
+            action = f"create step runs of execution {change.execution_id}"
+            raise _lease_lost(action, change.execution_id, change.lease_owner, found.lease_owner)
     if change.runs:
         planned = planned_step_runs(change.execution_id, change.runs, now)
         values = [_new_run_values(run) for run in planned]
@@ -1517,10 +1532,18 @@ def _write_other(conn: sa.Connection, change: Change, now: datetime) -> dict[str
 
 def _new_run_values(run: StepRun) -> dict[str, Any]:
     """A new run's columns; those it has no value for yet stay SQL NULL (not JSON null)."""
-    values = dataclasses.asdict(run)
-    for unset in ("next_attempt_at", "started_at", "finished_at", "outputs", "error"):
-        del values[unset]
-    return values
+    return {
+        "id": run.id,
+        "execution_id": run.execution_id,
+        "step_id": run.step_id,
+        "item_key": run.item_key,
+        "item_index": run.item_index,
+        "target": run.target,
+        "status": run.status,
+        "attempt": run.attempt,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+    }
 
 
 def _step_runs_by_id() -> sa.Select[Any]:

@@ -5,9 +5,16 @@ authenticated caller; separation of duties is enforced by the service."""
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Context,
+    Elicit,
+    ElicitationResult,
+    Resolve,
+)
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from opsgate.server.state import AppState, principal_of, state_of
 from opsgate.server.tools.common import READ_ONLY, Parameters, WorkflowName, add_tool
@@ -48,16 +55,58 @@ async def list_pending_approvals(ctx: Context[AppState]) -> ApprovalList:
     return await state_of(ctx).service.list_pending_approvals(principal_of(ctx))
 
 
+class Confirmation(BaseModel):
+    """What the requester answers in their client for a ``confirm: true`` gate."""
+
+    confirm: bool = Field(description="Run this step now?")
+    comment: str = Field(default="", max_length=2000, description="A note for the audit log")
+
+
+def _can_elicit(ctx: Context[AppState]) -> bool:
+    capabilities = ctx.client_capabilities
+    return capabilities is not None and capabilities.elicitation is not None
+
+
+async def confirmation_for(
+    approval_id: str, ctx: Context[AppState]
+) -> Confirmation | Elicit[Confirmation]:
+    """Resolver: ask the requester of a ``confirm: true`` gate in their client; nothing to
+    ask otherwise (then approve_step decides as an approval, without a round trip)."""
+    if not _can_elicit(ctx):
+        return Confirmation(confirm=False)
+    service = state_of(ctx).service
+    question = await service.confirmation_question(principal_of(ctx), approval_id)
+    if question is None:
+        return Confirmation(confirm=False)
+    return Elicit(question, Confirmation)
+
+
 async def approve_step(
     ctx: Context[AppState],
     approval_id: ApprovalId,
+    confirmation: Annotated[ElicitationResult[Confirmation], Resolve(confirmation_for)],
     comment: Annotated[
         str | None, Field(max_length=2000, description="why, for the audit log")
     ] = None,
+    response: Annotated[
+        dict[str, Any] | None,
+        Field(description="the fields the gate asks for (its response_schema), if any"),
+    ] = None,
 ) -> ApprovalView:
-    """Approve a pending approval as yourself; the gated step runs once its quorum of distinct approvers approved. Only ask this on a human's explicit decision: never approve a run on your own initiative. Refused (with the reason) for the requester of the run, a principal without an approver role, or an approval already decided."""  # noqa: E501
+    """Approve a pending approval as yourself; the gated step runs once its quorum of distinct approvers approved. Only ask this on a human's explicit decision: never approve a run on your own initiative. Refused (with the reason) for the requester of the run, a principal without an approver role, or an approval already decided. A gate marked confirm (a confirmation) asks its requester in the client instead: the human's answer there decides it; clients that cannot ask leave it to an approver."""  # noqa: E501
     service = state_of(ctx).service
-    return await service.approve_step(principal_of(ctx), approval_id, comment=comment)
+    principal = principal_of(ctx)
+    if _can_elicit(ctx) and await service.confirmation_question(principal, approval_id):
+        if not isinstance(confirmation, AcceptedElicitation):
+            raise ToolError(
+                f"the confirmation of approval {approval_id} was dismissed in the client; the "
+                "step still waits: call approve_step again to be asked, or reject_step"
+            )
+        answer = confirmation.data
+        return await service.confirm_step(
+            principal, approval_id, confirmed=answer.confirm, comment=answer.comment or comment
+        )
+    return await service.approve_step(principal, approval_id, comment=comment, response=response)
 
 
 async def reject_step(

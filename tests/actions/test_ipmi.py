@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,13 @@ from opsgate.actions import run_action
 from opsgate.actions.ipmi import IPMIAction
 from opsgate.errors import StepError
 from tests.actions.contexts import Recorder
-from tests.peers.ipmi_sim import SimulatedBMC, free_port, simulated_bmc
+from tests.peers.ipmi_sim import (
+    PRODUCT,
+    TEMPERATURES,
+    SimulatedBMC,
+    free_port,
+    simulated_bmc,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -69,11 +76,89 @@ async def test_set_lan_config_provisions_the_bmc_address(bmc: SimulatedBMC) -> N
     assert outputs["lan"]["ipv4_configuration"] == "Static"
 
 
-async def test_an_operation_the_bmc_refuses_is_a_permanent_error(bmc: SimulatedBMC) -> None:
+async def test_reset_and_graceful_shutdown_reach_the_chassis(bmc: SimulatedBMC) -> None:
+    assert (await _ipmi(bmc.port, {"operation": "power_on"}))["power"] == "on"
+    assert (await _ipmi(bmc.port, {"operation": "power_reset"}))["power"] == "reset"
+    assert bmc.chassis_state("reset") == "1"
+    assert (await _ipmi(bmc.port, {"operation": "power_soft"}))["power"] == "off"
+    assert bmc.chassis_state("shutdown") == "1"
+    assert (await _ipmi(bmc.port, {"operation": "power_status"}))["power"] == "off"
+
+
+# ipmi_sim's names for the boot devices its chassis control receives.
+@pytest.mark.parametrize(
+    ("device", "received"),
+    [("network", "pxe"), ("hd", "default"), ("cdrom", "cdrom"), ("bios", "bios")],
+)
+@pytest.mark.parametrize("persistent", [False, True])
+async def test_set_boot_device_reaches_the_bmc_for_next_or_every_boot(
+    bmc: SimulatedBMC, device: str, received: str, persistent: bool
+) -> None:
+    arguments = {"operation": "set_boot_device", "boot_device": device, "persistent": persistent}
+    assert await _ipmi(bmc.port, arguments) == {
+        "operation": "set_boot_device",
+        "boot_device": device,
+        "persistent": persistent,
+    }
+    assert bmc.chassis_state("boot") == received
+
+
+async def test_set_boot_device_default_clears_the_override(bmc: SimulatedBMC) -> None:
+    await _ipmi(bmc.port, {"operation": "set_boot_device", "boot_device": "cdrom"})
+    assert bmc.chassis_state("boot") == "cdrom"
+    outputs = await _ipmi(bmc.port, {"operation": "set_boot_device", "boot_device": "default"})
+    assert outputs["boot_device"] == "default" and not outputs["persistent"]
+    assert bmc.chassis_state("boot") == "none"
+
+
+async def test_a_boot_device_the_bmc_refuses_is_a_permanent_error(bmc: SimulatedBMC) -> None:
+    # ipmi_sim knows no "safe mode" boot device: it answers with an IPMI error.
     with pytest.raises(StepError) as raised:
-        await _ipmi(bmc.port, {"operation": "set_boot_device", "boot_device": "network"})
+        await _ipmi(bmc.port, {"operation": "set_boot_device", "boot_device": "safe"})
     assert raised.value.error_type == "IPMIError" and not raised.value.retryable
-    assert "refused the operation: Invalid data field in request" in str(raised.value)
+    assert str(raised.value).endswith("refused the operation: Unspecified")
+    assert bmc.chassis_state("boot") == "none"
+
+
+async def test_get_sensors_reads_every_sensor_with_its_health(bmc: SimulatedBMC) -> None:
+    outputs = await _ipmi(bmc.port, {"operation": "get_sensors"})
+    assert outputs == {
+        "operation": "get_sensors",
+        "sensors": [
+            {
+                "name": "Inlet Temp",
+                "value": float(TEMPERATURES["Inlet Temp"]),
+                "units": "°C",
+                "health": "ok",
+                "states": [],
+            },
+            {
+                "name": "CPU Temp",
+                "value": float(TEMPERATURES["CPU Temp"]),
+                "units": "°C",
+                "health": "warning",
+                "states": ["upper non-critical threshold"],
+            },
+            {
+                "name": "Exhaust Temp",
+                "value": float(TEMPERATURES["Exhaust Temp"]),
+                "units": "°C",
+                "health": "critical",
+                "states": ["upper non-critical threshold", "upper critical threshold"],
+            },
+        ],
+    }
+
+
+async def test_get_fru_reads_the_system_inventory(bmc: SimulatedBMC) -> None:
+    fru = (await _ipmi(bmc.port, {"operation": "get_fru"}))["fru"]
+    assert fru["Manufacturer"] == PRODUCT["manufacturer"]
+    assert fru["Product name"] == PRODUCT["product"]
+    assert fru["Serial Number"] == PRODUCT["serial"]
+    # Get Device ID data of the simulated BMC (mc_add), merged in by pyghmi.
+    assert fru["Manufacturer ID"] == 0x1291 and fru["Product ID"] == 0xF02
+    assert fru["UUID"] == "674523A1-AB89-EFCD-A123-456789ABCDEF"
+    json.dumps(fru)  # plain JSON values only
 
 
 async def test_a_wrong_password_is_a_permanent_error_without_the_password(

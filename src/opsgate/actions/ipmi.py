@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import anyio
 import anyio.to_thread
 from pydantic import BeforeValidator, Field, StrictBool, model_validator
+from pyghmi.constants import Health
 from pyghmi.exceptions import IpmiException
 from pyghmi.ipmi.command import Command
 
@@ -249,9 +250,18 @@ def _sensor(reading: Any) -> dict[str, Any]:
         "name": reading.name,
         "value": reading.value,
         "units": reading.units,
-        "health": str(reading.health),
+        "health": _health(reading.health),
         "states": list(reading.states),
     }
+
+
+#: pyghmi's sensor health bits, worst first.
+_HEALTH = (("failed", Health.Failed), ("critical", Health.Critical), ("warning", Health.Warning))
+
+
+def _health(bits: int) -> str:
+    """pyghmi's health bit mask (0 when fine) as the name of its worst state."""
+    return next((name for name, bit in _HEALTH if bits & bit), "ok")
 
 
 def _plain(value: Any) -> Any:

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck pytest postgres ipmi-sim npm-tools coverage
+.PHONY: install serve lab test lint typecheck pytest postgres ipmi-sim npm-tools coverage
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ install: $(STAMP)
 serve: install
 	$(BIN)/opsgate serve --blueprints blueprints --policies policies --transport http \
 		--host 127.0.0.1 --port 8765 --welcome
+
+# The local lab on 127.0.0.1 (docs/lab.md): SSH hosts, MaaS API, BMCs, a health service, in
+# the background until `opsgate lab down`; it prints the inventory to use.
+lab: install
+	$(BIN)/opsgate lab up
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -31,6 +31,8 @@ from opsgate.catalog import FileReport, load_catalog, validate_paths
 from opsgate.config import Settings, load_settings
 from opsgate.engine.statuses import EXECUTION_TERMINAL
 from opsgate.errors import OpsgateError
+from opsgate.lab import LabState
+from opsgate.lab import control as lab_control
 from opsgate.models import Channel, MisfirePolicy, OverlapPolicy
 from opsgate.runtime import Runtime
 from opsgate.schedules.validation import (
@@ -63,6 +65,8 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 token_app = typer.Typer(help="Bearer tokens of the HTTP transport.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+lab_app = typer.Typer(help="The local lab: a small fleet on 127.0.0.1.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -769,6 +773,58 @@ def scheduler() -> None:
         _with_runtime(fire)
     except KeyboardInterrupt:
         err.print("scheduler stopped")
+
+
+LabDirOption = Annotated[
+    Path, typer.Option("--dir", help="The lab directory (state, keys, sandboxes)")
+]
+
+
+def _print_lab(state: LabState) -> None:
+    table = Table("service", "address", "detail")
+    for row in lab_control.describe(state):
+        table.add_row(*(escape(cell) for cell in row))
+    out.print(table)
+
+
+@lab_app.command("up")
+def lab_up(
+    directory: LabDirOption = Path(".lab"),
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="A host as NAME:GROUP[+GROUP] (repeat) [default: web-1, web-2, db-1]"),
+    ] = None,
+    commission_seconds: Annotated[
+        float, typer.Option(min=0, help="How long a MaaS commissioning takes")
+    ] = 1.0,
+) -> None:
+    """Start the lab in the background: SSH hosts, a MaaS API, BMCs, a health service."""
+    state = lab_control.up(directory, host or lab_control.DEFAULT_HOSTS, commission_seconds)
+    out.print(f"lab running (pid {state.pid}) from {state.directory}")
+    _print_lab(state)
+    for line in lab_control.hints(state):
+        out.print(escape(line))
+
+
+@lab_app.command("down")
+def lab_down(directory: LabDirOption = Path(".lab")) -> None:
+    """Stop the lab and every process it started."""
+    state = lab_control.down(directory)
+    out.print(f"lab stopped (pid {state.pid})" if state else f"no lab was running from {directory}")
+
+
+@lab_app.command("status")
+def lab_status(directory: LabDirOption = Path(".lab"), as_json: JsonOption = False) -> None:
+    """List what the lab runs on which port; exits 1 when no lab runs."""
+    state = lab_control.status(directory)
+    if state is None:
+        err.print(f"no lab is running from {directory}: start one with opsgate lab up")
+        raise typer.Exit(1)
+    if as_json:
+        out.print_json(state.model_dump_json())
+        return
+    out.print(f"lab running (pid {state.pid}) from {state.directory}")
+    _print_lab(state)
 
 
 def main() -> None:

@@ -1,0 +1,53 @@
+"""Files of the lab directory that outlive one run: keys, secrets, the stand-in tools.
+
+Host keys and the ``deploy`` client key are generated once and reused, so a known_hosts file
+and a loaded key stay valid across ``lab down`` / ``lab up``. Secrets are files readable by
+the owner only; the inventory names them with ``file:`` references.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from importlib.resources import files
+from pathlib import Path
+
+import asyncssh
+
+#: The stand-in command-line tools copied to every sandbox's ``bin/``.
+TOOLS = ("ctr", "biosutil")
+
+
+def _private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_bytes(data)
+
+
+def ssh_key(path: Path) -> asyncssh.SSHKey:
+    """The ed25519 key at ``path`` (its public half at ``path.pub``), created on first use."""
+    if path.exists():
+        return asyncssh.read_private_key(path)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    _private(path, key.export_private_key("openssh"))
+    key.write_public_key(path.with_suffix(".pub"))
+    return key
+
+
+def secret(path: Path, length: int = 32) -> str:
+    """The random secret of ``length`` hex digits at ``path``, created on first use."""
+    if not path.exists():
+        _private(path, secrets.token_hex(length // 2).encode())
+    return path.read_text().strip()
+
+
+def install_tools(sandbox: Path) -> None:
+    """Copy the stand-in tools into ``sandbox/bin`` (first on the SSH commands' PATH)."""
+    target = sandbox / "bin"
+    target.mkdir(parents=True, exist_ok=True)
+    source = files("opsgate.lab") / "tools"
+    for name in TOOLS:
+        with (source / name).open("rb") as tool, (target / name).open("wb") as copy:
+            shutil.copyfileobj(tool, copy)
+        (target / name).chmod(0o755)

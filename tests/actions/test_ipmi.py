@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,9 @@ import pytest
 from opsgate.actions import run_action
 from opsgate.actions.ipmi import IPMIAction
 from opsgate.errors import StepError
+from opsgate.lab.bmc import free_udp_port
 from tests.actions.contexts import Recorder
-from tests.peers.ipmi_sim import (
-    PRODUCT,
-    TEMPERATURES,
-    SimulatedBMC,
-    free_port,
-    simulated_bmc,
-)
+from tests.peers.ipmi_sim import PRODUCT, TEMPERATURES, SimulatedBMC, simulated_bmc
 
 pytestmark = pytest.mark.anyio
 
@@ -174,14 +168,14 @@ async def test_a_wrong_password_is_a_permanent_error_without_the_password(
 
 async def test_a_silent_bmc_is_a_retryable_timeout() -> None:
     with pytest.raises(StepError) as raised:
-        await _ipmi(free_port(socket.SOCK_DGRAM), {"operation": "power_status"})
+        await _ipmi(free_udp_port(), {"operation": "power_status"})
     assert raised.value.error_type == "Timeout" and raised.value.retryable
     assert "did not answer" in str(raised.value)
 
 
 async def test_cancellation_stops_waiting_for_the_bmc_at_once() -> None:
     with anyio.fail_after(2), anyio.move_on_after(0.2) as scope:
-        await _ipmi(free_port(socket.SOCK_DGRAM), {"operation": "power_status"})
+        await _ipmi(free_udp_port(), {"operation": "power_status"})
     assert scope.cancelled_caught
 
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from opsgate.lab.bmc import EMULATOR as BASE_EMULATOR
+from opsgate.lab.bmc import MISSING, ipmi_sim, start_bmc, stop_bmc
 
 USER, PASSWORD = "admin", "bmc-secret-7Hq"
 
@@ -31,38 +31,6 @@ TEMPERATURES = {"Inlet Temp": 42, "CPU Temp": 120, "Exhaust Temp": 149}
 #: The temperature sensors' upper thresholds (°C): non-critical, critical, non-recoverable.
 UPPER_THRESHOLDS = (112, 144, 160)
 PRODUCT = {"manufacturer": "Acme", "product": "Sim", "serial": "S42"}
-
-LAN_CONF = """\
-name "opsgate-sim"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "sh chassis.sh chassis"
-  user 2 true  "{user}" "{password}" admin 10 none md2 md5 straight
-"""
-
-#: ipmi_sim's chassis_control protocol: ``get NAME...`` prints ``NAME:VALUE`` lines, ``set NAME
-#: VALUE...`` stores them (power 0/1, boot none/pxe/default/cdrom/bios, reset, shutdown, identify).
-CHASSIS = """\
-state=$1; op=$2; shift 2
-case $op in
-  get) for name; do printf '%s:%s\\n' "$name" "$(cat "$state/$name")"; done ;;
-  set) while [ $# -ge 2 ]; do
-         printf '%s\\n' "$2" > "$state/$1"
-         # A graceful shutdown request: the simulated host's OS powers it off.
-         if [ "$1" = shutdown ]; then echo 0 > "$state/power"; fi
-         shift 2
-       done ;;
-  *) echo "unknown operation $op"; exit 1 ;;
-esac
-"""
 
 #: The full sensor record of a temperature sensor, in sdrcomp's source format.
 TEMPERATURE_SDR = """\
@@ -99,14 +67,10 @@ sdr type 1
 endsdr
 """
 
-EMULATOR = """\
-mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-sel_enable 0x20 1000 0x0a
-{sensors}
-mc_add_fru_data 0x20 0 {fru_size} data {fru}
-mc_enable 0x20
-"""
+#: The lab's emulator commands plus the sensors and FRU data the tests read.
+EMULATOR = BASE_EMULATOR.replace(
+    "mc_enable 0x20\n", "{sensors}\nmc_add_fru_data 0x20 0 {fru_size} data {fru}\nmc_enable 0x20\n"
+)
 
 #: A temperature sensor: its SDR, thresholds (upper ones only), reading and event scanning.
 SENSOR = """\
@@ -130,20 +94,6 @@ class SimulatedBMC:
     def chassis_state(self, name: str) -> str:
         """What the BMC last handed its chassis control for ``name`` (``power``, ``boot``)."""
         return (self.chassis / name).read_text().strip()
-
-
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def _listening(port: int) -> bool:
-    """Whether a UDP socket is bound to 127.0.0.1:port (from /proc/net/udp)."""
-    wanted = f"0100007F:{port:04X}"
-    with open("/proc/net/udp") as table:
-        return any(line.split()[1] == wanted for line in table.readlines()[1:])
 
 
 def _hex(data: bytes) -> str:
@@ -195,47 +145,20 @@ def _sensors(folder: Path, sdrcomp: str) -> str:
     return "".join(commands)
 
 
-def _configure(folder: Path, port: int, sdrcomp: str) -> None:
-    """Write the simulator's files: lan.conf, emulator commands, chassis control and state."""
-    (folder / "state").mkdir()
-    (folder / "chassis").mkdir()
-    (folder / "chassis" / "power").write_text("0\n")
-    (folder / "chassis" / "boot").write_text("none\n")
-    (folder / "chassis.sh").write_text(CHASSIS)
-    (folder / "lan.conf").write_text(LAN_CONF.format(port=port, user=USER, password=PASSWORD))
-    fru = fru_image()
-    (folder / "emu.cmds").write_text(
-        EMULATOR.format(sensors=_sensors(folder, sdrcomp), fru_size=len(fru), fru=_hex(fru))
-    )
-
-
 @contextmanager
 def simulated_bmc(folder: Path) -> Iterator[SimulatedBMC]:
     """Start ipmi_sim with a fresh state folder; stop it (and its chassis scripts) afterwards."""
-    program, sdrcomp = shutil.which("ipmi_sim"), shutil.which("sdrcomp")
-    if program is None or sdrcomp is None:
-        message = "ipmi_sim is not installed: run `make ipmi-sim` (apt-get install openipmi)"
+    sdrcomp = shutil.which("sdrcomp")
+    if ipmi_sim() is None or sdrcomp is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true requires the IPMI tests to run: {message}")
-        pytest.skip(message)
-    port = free_port(socket.SOCK_DGRAM)
-    _configure(folder, port, sdrcomp)
-    process = subprocess.Popen(
-        [program, "-c", "lan.conf", "-f", "emu.cmds", "-n", "-s", str(folder / "state")],
-        cwd=folder,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+            pytest.fail(f"CI=true requires the IPMI tests to run: {MISSING}")
+        pytest.skip(MISSING)
+    folder.mkdir(parents=True, exist_ok=True)
+    fru = fru_image()
+    emulator = EMULATOR.format(sensors=_sensors(folder, sdrcomp), fru_size=len(fru), fru=_hex(fru))
+    process, port = start_bmc(folder, "opsgate-sim", USER, PASSWORD, emulator=emulator)
     try:
-        deadline = time.monotonic() + 10
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ipmi_sim did not start (exit code {process.poll()})")
-            time.sleep(0.02)
         yield SimulatedBMC("127.0.0.1", port, USER, PASSWORD, folder / "chassis")
     finally:
-        # The simulator and any chassis script it runs share its process group.
-        os.killpg(process.pid, signal.SIGKILL)
+        stop_bmc(process.pid)
         process.wait()

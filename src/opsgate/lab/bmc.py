@@ -2,8 +2,8 @@
 
 It speaks IPMI 2.0 RMCP+ on a UDP port of 127.0.0.1 with one admin user; its LAN settings
 persist in its state folder, and chassis power/boot requests land in files of ``chassis/``
-(a shell script is its ``chassis_control``). The configuration follows
-``tests/peers/ipmi_sim.py`` without the sensors and FRU data the ``ipmi`` tests need.
+(a shell script is its ``chassis_control``). The ``ipmi`` tests start theirs through
+:func:`start_bmc` too, with sensors and FRU data added to the emulator commands.
 """
 
 from __future__ import annotations
@@ -76,9 +76,13 @@ def _listening(port: int) -> bool:
 
 
 def start_bmc(
-    folder: Path, name: str, user: str, password: str
+    folder: Path, name: str, user: str, password: str, *, emulator: str = EMULATOR
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ipmi_sim for ``name`` in ``folder`` (state kept across runs); its process and port."""
+    """Start ipmi_sim for ``name`` in ``folder`` (state kept across runs); its process and port.
+
+    ``emulator`` is the simulator's command file (``ipmi_sim -f``): the management controller,
+    and whatever sensors or FRU data a caller adds before its ``mc_enable``.
+    """
     program = ipmi_sim()
     if program is None:
         raise RuntimeError(MISSING)
@@ -93,7 +97,7 @@ def start_bmc(
     conf = LAN_CONF.format(name=name, port=port, user=user, password=password)
     (folder / "lan.conf").write_text(conf)
     (folder / "lan.conf").chmod(0o600)
-    (folder / "emu.cmds").write_text(EMULATOR)
+    (folder / "emu.cmds").write_text(emulator)
     process = subprocess.Popen(
         [program, "-c", "lan.conf", "-f", "emu.cmds", "-n", "-s", str(folder / "state")],
         cwd=folder,

@@ -11,12 +11,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent
 
+from tests.server.calls import bearer_client, call, data, error_text
 from tests.server.processes import BIN, Home, http_server, make_home
 
 pytestmark = pytest.mark.anyio
@@ -36,11 +34,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, str
 
 @asynccontextmanager
 async def over_http(home: Home, base: str, name: str, roles: str) -> AsyncIterator[Client]:
-    token = home.token(name, roles)
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=60)
-    )
-    async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
+    async with bearer_client(base, home.token(name, roles)) as client:
         yield client
 
 
@@ -50,23 +44,6 @@ async def over_stdio(home: Home) -> AsyncIterator[Client]:
     parameters = StdioServerParameters(command=str(BIN / "opsgate"), args=["serve"], env=home.env)
     async with Client(parameters) as client:
         yield client
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> CallToolResult:
-    return await client.call_tool(tool, arguments)
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result.structured_content
-    [content] = result.content
-    assert isinstance(content, TextContent)
-    return content.text
 
 
 async def settled(client: Client, execution_id: str, *, leaving: str) -> dict[str, Any]:

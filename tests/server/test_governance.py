@@ -12,7 +12,7 @@ from mcp import Client
 from mcp.server import MCPServer
 
 from opsgate.server.state import AppState
-from tests.server.test_tools import call, data, error_text
+from tests.server.calls import call, data, error_text
 
 pytestmark = pytest.mark.anyio
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import anyio
 import httpx
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
+from tests.server.calls import bearer_client, data
 from tests.server.processes import Home, http_server, make_home
 
 pytestmark = pytest.mark.anyio
@@ -28,20 +24,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, str
     home = make_home(tmp_path_factory.mktemp("http"))
     with http_server(home) as base:
         yield home, base
-
-
-@asynccontextmanager
-async def as_(token: str, base: str) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=60)
-    )
-    async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
-        yield client
-
-
-def structured(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    return dict(result.structured_content)
 
 
 def test_a_request_without_a_token_gets_401_with_the_resource_metadata(
@@ -82,24 +64,24 @@ async def test_two_tokens_act_as_two_principals_named_in_the_events(
 ) -> None:
     home, base = served
     alice, bob = home.token("alice", "operator"), home.token("bob", "operator,ops-manager")
-    async with as_(alice, base) as requester:
+    async with bearer_client(base, alice) as requester:
         names = [t.name for t in (await requester.list_tools()).tools]
         assert "execute_workflow" in names
-        started = structured(
+        started = data(
             await requester.call_tool(
                 "execute_workflow", {"workflow_name": "slow", "wait_seconds": 1}
             )
         )
         assert started["status"] == "running"
-    async with as_(bob, base) as operator:
+    async with bearer_client(base, bob) as operator:
         execution_id = started["execution_id"]
-        cancelled = structured(
+        cancelled = data(
             await operator.call_tool(
                 "cancel_execution", {"execution_id": execution_id, "reason": "not today"}
             )
         )
         assert cancelled["status"] in ("cancelled", "rolling_back", "rolled_back")
-        events = structured(
+        events = data(
             await operator.call_tool("get_execution_events", {"execution_id": execution_id})
         )
     actors = {e["type"]: e["actor"] for e in events["events"]}
@@ -110,7 +92,7 @@ async def test_two_tokens_act_as_two_principals_named_in_the_events(
 async def test_a_revoked_token_is_refused_from_its_next_request(served: tuple[Home, str]) -> None:
     home, base = served
     token = home.token("carol", "viewer")
-    async with as_(token, base) as client:
+    async with bearer_client(base, token) as client:
         await client.list_tools()
     home.opsgate("token", "revoke", "carol")
     async with httpx.AsyncClient() as http:

@@ -13,7 +13,8 @@ from mcp.server import MCPServer
 from opsgate.config import Settings
 from opsgate.server import create_server
 from opsgate.server.state import AppState
-from tests.server.test_tools import MODES, call, data, error_text
+from tests.server.calls import call, data, error_text
+from tests.server.test_tools import MODES
 
 pytestmark = pytest.mark.anyio
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 from mcp import Client
 from mcp.server import MCPServer
-from mcp.types import CallToolResult, TextContent
 
 from opsgate.server.state import AppState
 from opsgate.service import Service
+from tests.server.calls import call, data, error_text, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -41,33 +39,6 @@ CONTRACT_TOOLS = [
     "get_upcoming_executions",
     "get_workflow_targets",
 ]
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result.structured_content
-    [content] = result.content
-    assert isinstance(content, TextContent)
-    return content.text
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> CallToolResult:
-    return await client.call_tool(tool, arguments)
-
-
-async def wait_for_status(client: Client, execution_id: str, status: str) -> None:
-    """Poll get_workflow_status until the worker moved the execution to ``status``."""
-    with anyio.fail_after(10):
-        while (  # noqa: ASYNC110 (the worker runs in this process; nothing else to await)
-            data(await call(client, "get_workflow_status", execution_id=execution_id))["status"]
-            != status
-        ):
-            await anyio.sleep(0.02)
 
 
 @MODES

@@ -17,7 +17,6 @@ from opsgate.models import Approval, ApprovalDecisionKind
 from opsgate.policy import BLUEPRINT_GATE
 from opsgate.spec.model import FieldSpec, WorkflowSpec
 from opsgate.spec.parameters import validate_parameters
-from opsgate.views import ApprovalView, DecisionView
 
 
 def gate_source(approval: Approval) -> str:
@@ -105,49 +104,4 @@ def confirmation_text(approval: Approval, spec: WorkflowSpec, execution_id: str)
     return (
         f"Run step '{step.name or step.id}' ({step.action}) of {spec.name} "
         f"(execution {execution_id}) now?"
-    )
-
-
-def approval_view(approval: Approval, workflow_name: str, confirm: bool = False) -> ApprovalView:
-    approvals_so_far = len(
-        {d.principal for d in approval.decisions if d.decision is ApprovalDecisionKind.GRANTED}
-    )
-    if approval.status is ApprovalStatus.PENDING:
-        next_step = (
-            f"approve_step(approval_id={approval.id!r}) or reject_step(approval_id="
-            f"{approval.id!r}, comment=...); {approval.quorum - approvals_so_far} more "
-            "approval(s) needed"
-        )
-    else:
-        next_step = (
-            f"get_workflow_status(execution_id={approval.execution_id!r}) to follow the execution"
-        )
-    return ApprovalView(
-        approval_id=approval.id,
-        execution_id=approval.execution_id,
-        workflow_name=workflow_name,
-        step_id=approval.step_id,
-        gate=approval.gate,
-        confirm=confirm,
-        status=str(approval.status),
-        requested_by=approval.requested_by,
-        approver_roles=list(approval.approvers.roles),
-        approver_principals=list(approval.approvers.principals),
-        quorum=approval.quorum,
-        approvals_so_far=approvals_so_far,
-        deadline_at=approval.deadline_at,
-        on_timeout=str(approval.on_timeout),
-        response_schema=approval.response_schema,
-        created_at=approval.created_at,
-        decisions=[
-            DecisionView(
-                principal=d.principal,
-                decision=str(d.decision),
-                comment=d.comment,
-                channel=str(d.channel),
-                decided_at=d.decided_at,
-            )
-            for d in approval.decisions
-        ],
-        next_step=next_step,
     )

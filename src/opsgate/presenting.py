@@ -13,9 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from opsgate.engine.conductor import Conductor, ExecutionFacts, progress
-from opsgate.engine.statuses import ExecutionStatus
+from opsgate.engine.statuses import ApprovalStatus, ExecutionStatus
 from opsgate.inventory import Inventory, selector_terms, workflow_selector
 from opsgate.models import (
+    Approval,
+    ApprovalDecisionKind,
     Execution,
     Schedule,
     StepRun,
@@ -24,6 +26,8 @@ from opsgate.schedules.cron import CronError, CronSchedule, Fire, parse_cron
 from opsgate.schedules.fires import OVERLAP_WORDS, following, misfire_words
 from opsgate.spec.model import ParameterSpec, StepSpec, WorkflowSpec
 from opsgate.views import (
+    ApprovalView,
+    DecisionView,
     ExecutionStatusView,
     FireTimeView,
     GateView,
@@ -345,3 +349,48 @@ def upcoming_fires(
         if following_at is not None:
             heapq.heappush(heap, (following_at, index, schedule, cron))
     return found, False
+
+
+def approval_view(approval: Approval, workflow_name: str, confirm: bool = False) -> ApprovalView:
+    approvals_so_far = len(
+        {d.principal for d in approval.decisions if d.decision is ApprovalDecisionKind.GRANTED}
+    )
+    if approval.status is ApprovalStatus.PENDING:
+        next_step = (
+            f"approve_step(approval_id={approval.id!r}) or reject_step(approval_id="
+            f"{approval.id!r}, comment=...); {approval.quorum - approvals_so_far} more "
+            "approval(s) needed"
+        )
+    else:
+        next_step = (
+            f"get_workflow_status(execution_id={approval.execution_id!r}) to follow the execution"
+        )
+    return ApprovalView(
+        approval_id=approval.id,
+        execution_id=approval.execution_id,
+        workflow_name=workflow_name,
+        step_id=approval.step_id,
+        gate=approval.gate,
+        confirm=confirm,
+        status=str(approval.status),
+        requested_by=approval.requested_by,
+        approver_roles=list(approval.approvers.roles),
+        approver_principals=list(approval.approvers.principals),
+        quorum=approval.quorum,
+        approvals_so_far=approvals_so_far,
+        deadline_at=approval.deadline_at,
+        on_timeout=str(approval.on_timeout),
+        response_schema=approval.response_schema,
+        created_at=approval.created_at,
+        decisions=[
+            DecisionView(
+                principal=d.principal,
+                decision=str(d.decision),
+                comment=d.comment,
+                channel=str(d.channel),
+                decided_at=d.decided_at,
+            )
+            for d in approval.decisions
+        ],
+        next_step=next_step,
+    )

@@ -17,7 +17,6 @@ import anyio.to_thread
 
 from opsgate.approvals import (
     already_decided_alike,
-    approval_view,
     checked_response,
     confirmation_text,
     decision_refusal,
@@ -64,6 +63,7 @@ from opsgate.planning import build_plan, masked, verdict_view
 from opsgate.planning import plan_digest as digest_of_plan
 from opsgate.policy import PolicyRequest, Verdict, evaluate_policies
 from opsgate.presenting import (
+    approval_view,
     decode_name_cursor,
     encode_name_cursor,
     schedule_view,

@@ -3,14 +3,10 @@ instead of crashing its runner and being claimed again and again."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import anyio
 import pytest
 
-from opsgate.errors import NotFoundError
-from opsgate.spec.model import WorkflowSpec
+from opsgate.inventory import Inventory, Target
 from opsgate.stores import SQLStore
 from opsgate.worker import Worker
 from tests.engine.rehearsal import REGISTRY, load_spec
@@ -21,10 +17,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def gone(spec: WorkflowSpec, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    raise NotFoundError("group", "web", ["db"])
 
 
 async def test_unresolvable_targets_fail_the_execution_once(store: SQLStore) -> None:
@@ -44,7 +36,9 @@ async def test_unresolvable_targets_fail_the_execution_once(store: SQLStore) -> 
         parameters={},
         requested_by="alice",
     )
-    worker = Worker(store, REGISTRY, targets=gone)
+    # The inventory lost its web hosts after the execution was created.
+    inventory = Inventory({"db-1": Target(address="127.0.0.1", groups=("db",))})
+    worker = Worker(store, REGISTRY, targets=inventory.for_workflow)
     with anyio.fail_after(10):
         await worker.run(until_idle=True)
     failed = store.get_execution(execution.id)

@@ -55,10 +55,6 @@ class GateCheck:
     #: The earliest deadline of a pending approval.
     wake_at: datetime | None = None
 
-    @property
-    def has_writes(self) -> bool:
-        return bool(self.supersede or self.expire or self.escalate or self.open)
-
 
 @dataclass(slots=True)
 class _Collector:

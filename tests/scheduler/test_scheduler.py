@@ -343,8 +343,9 @@ async def test_with_a_worker_queued_fires_run_one_after_another(
         await until(lambda: status(first) == "running")
         await harness.at(utc(2026, 3, 1, 9, 2))
         [_, second] = started(harness, schedule.schedule_id)
-        await anyio.sleep(0.3)
-        assert status(second) == "pending"  # in line behind the first
+        assert status(second) == "pending"
+        # In line behind the first for the schedule's lock: no worker may claim it yet.
+        assert harness.store.claim_executions("probe", lease_seconds=30, limit=10) == []
         (tmp_path / "release").touch()
         await until(lambda: status(second) == "succeeded")
         group.cancel_scope.cancel()

@@ -57,6 +57,15 @@ BLUEPRINTS = """
       action: log
       depends_on: [build]
       with: {message: "child {{ steps.build.outputs.execution_id }} built"}
+- name: impatient
+  version: "1"
+  parameters:
+    block: {type: string, required: true}
+  steps:
+    - id: build
+      action: workflow
+      timeout: 300ms
+      with: {workflow_name: child, parameters: {block: "{{ params.block }}"}}
 """
 
 
@@ -125,4 +134,15 @@ async def test_cancelling_the_parent_cancels_the_child(database_url: str, tmp_pa
         [child] = store.list_executions(workflow_name="child").items
         await service.cancel_execution(ALICE, started.execution_id, cleanup=False)
         assert await until_ended(store, started.execution_id) == "cancelled"
+        assert await until_ended(store, child.id) in ("cancelled", "rolled_back")
+
+
+async def test_a_step_timeout_cancels_the_child(database_url: str, tmp_path: Path) -> None:
+    block = tmp_path / "release"  # never created: the child would wait forever
+    async with serving(database_url) as (service, store):
+        started = await service.execute_workflow(ALICE, "impatient", {"block": str(block)})
+        assert await until_ended(store, started.execution_id) == "failed"
+        [build] = store.list_step_runs(started.execution_id)
+        assert build.status == "timed_out"
+        [child] = store.list_executions(workflow_name="child").items
         assert await until_ended(store, child.id) in ("cancelled", "rolled_back")

@@ -17,6 +17,7 @@ from pathlib import Path
 from opsgate.actions.registry import ActionRegistry
 from opsgate.errors import InvalidBlueprintError, InvalidPolicyError
 from opsgate.spec.blueprints import load_blueprints
+from opsgate.spec.data import DATA_FOLDER
 from opsgate.spec.issues import Issue, Severity, has_errors
 from opsgate.spec.model import WorkflowSpec
 from opsgate.spec.policies import PolicySet, load_policies
@@ -87,7 +88,9 @@ def classify(path: Path) -> DocumentKind:
 
 
 def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Issue]]:
-    """The YAML files named or contained (recursively, sorted) in ``paths``, each once."""
+    """The YAML files named or contained (recursively, sorted) in ``paths``, each once; in a
+    directory, hidden files and folders and ``data/`` folders (data documents that blueprints
+    load, see :mod:`opsgate.spec.data`) are left out."""
     files: dict[Path, Path] = {}
     issues: list[Issue] = []
     for path in paths:
@@ -97,7 +100,11 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Issue]]:
                 for p in path.rglob("*")
                 if p.suffix in YAML_SUFFIXES
                 and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and not any(
+                    part.startswith(".") or part == DATA_FOLDER
+                    for part in p.relative_to(path).parent.parts
+                )
+                and not p.name.startswith(".")
             )
         elif path.is_file():
             found = [path]

@@ -208,7 +208,7 @@ def workflow_selector(spec: WorkflowSpec, params: Mapping[str, Any]) -> str | li
     """A blueprint's ``targets`` rendered with the run's parameters; ``None`` if it has none."""
     if spec.targets is None:
         return None
-    rendered = render_value(spec.targets, {"params": dict(params)})
+    rendered = render_value(spec.targets, {"params": dict(params), "data": spec.data})
     if isinstance(rendered, str):
         return rendered
     if isinstance(rendered, list | tuple):

@@ -144,7 +144,7 @@ def build_plan(
 ) -> PlanView:
     """The plan of one execution; arguments rendered where they need only parameters."""
     shown = masked(spec, values)
-    variables = {"params": shown, "targets": [dict(t) for t in targets]}
+    variables = {"params": shown, "data": spec.data, "targets": [dict(t) for t in targets]}
     levels = dag_levels(spec.steps)
     level_of = {step_id: index for index, ids in enumerate(levels) for step_id in ids}
     steps = [

@@ -16,6 +16,7 @@ from opsgate.inventory import load_inventory, names_as_targets
 from opsgate.scheduler import Scheduler
 from opsgate.service import Principal, Service
 from opsgate.stores import SQLStore
+from opsgate.stores.sql import Clock, utc_now
 from opsgate.worker import Worker
 
 
@@ -33,17 +34,18 @@ class Runtime:
     scheduler: Scheduler
 
     @classmethod
-    def open(cls, settings: Settings) -> Runtime:
+    def open(cls, settings: Settings, *, clock: Clock = utc_now) -> Runtime:
         """Load the documents and the inventory (any error stops here, listed), then open and
-        migrate the store."""
+        migrate the store. ``clock`` is for tests that must run at a chosen time of day."""
         catalog = load_catalog(settings.blueprints, settings.policies)
         registry = ActionRegistry.load()
         inventory = load_inventory(settings.inventory) if settings.inventory else None
-        store = SQLStore.open(settings.database_url)
+        store = SQLStore.open(settings.database_url, clock=clock)
         store.migrate()
         targets = inventory.for_workflow if inventory is not None else names_as_targets
-        worker = Worker(store, registry, targets=targets, policies=catalog.policies)
+        worker = Worker(store, registry, clock=clock, targets=targets, policies=catalog.policies)
         service = Service(store, catalog, wake=worker.wake, inventory=inventory)
+        service.clock = clock
         worker.children = partial(ServiceChildren, service)
         scheduler = Scheduler(store, service)
         service.wake_scheduler = scheduler.wake

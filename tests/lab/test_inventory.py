@@ -23,7 +23,8 @@ def host(name: str, groups: list[str], bmc_port: int | None) -> LabHost:
 
 def test_lab_inventory_loads_and_selects_by_group(tmp_path: Path) -> None:
     path = tmp_path / "inventory.yaml"
-    write_inventory(path, [host("web-1", ["web"], 6230), host("db-1", ["db"], None)])
+    hosts = [host("web-1", ["web"], 6230), host("db-1", ["db"], None)]
+    write_inventory(path, hosts, "http://127.0.0.1:8123")
     inventory = load_inventory(path)
     assert [t["name"] for t in inventory.select("group:web")] == ["web-1"]
     assert [t["name"] for t in inventory.select("group:bmc")] == ["web-1"]
@@ -32,4 +33,5 @@ def test_lab_inventory_loads_and_selects_by_group(tmp_path: Path) -> None:
     assert web["ssh"]["key"] == f"file:{tmp_path / 'keys/deploy'}"
     assert web["bmc"]["password"] == f"file:{tmp_path / 'secrets/bmc-password'}"
     assert web["labels"]["maas_system_id"] == "abc123"
+    assert web["labels"]["health_url"] == "http://127.0.0.1:8123/healthz"
     assert inventory.variables("db-1")["bmc"] is None

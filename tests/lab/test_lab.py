@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,26 +17,9 @@ import pytest
 
 from opsgate import __version__
 from opsgate.lab.state import LOCK_FILE, LabState
+from tests.lab.processes import lab_up, opsgate
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def opsgate(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "opsgate", *args],
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
-def lab_up(directory: Path, *args: str) -> LabState:
-    started = opsgate("lab", "up", "--dir", str(directory), *args, cwd=directory.parent)
-    assert started.returncode == 0, started.stderr
-    return LabState.model_validate_json((directory / "state.json").read_text())
 
 
 def gone(pid: int) -> bool:

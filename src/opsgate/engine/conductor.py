@@ -163,6 +163,7 @@ class Conductor:
             workflow_name=self.facts.workflow_name,
             requested_by=self.facts.requested_by,
             params=self.facts.params,
+            data=self.spec.data,
             steps=steps,
             targets=self.facts.targets,
             now=now,

@@ -1,7 +1,8 @@
 """The variables templates and conditions see while an execution runs.
 
-``params``, ``steps.<id>.outputs`` / ``steps.<id>.status``, ``execution``, ``targets``, ``now``,
-and inside a fan-out run ``item`` and ``target``; ``result`` inside a step's ``outputs``.
+``params``, ``data``, ``steps.<id>.outputs`` / ``steps.<id>.status``, ``execution``,
+``targets``, ``now``, and inside a fan-out run ``item`` and ``target``; ``result`` inside a
+step's ``outputs``.
 Outputs of a fan-out step are lists, one value per run in item order.
 """
 
@@ -21,6 +22,7 @@ def execution_variables(
     workflow_name: str,
     requested_by: str,
     params: Mapping[str, Any],
+    data: Mapping[str, Any],
     steps: Mapping[str, Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
     now: datetime,
@@ -30,6 +32,7 @@ def execution_variables(
     return {
         "approvals": dict(approvals or {}),
         "params": dict(params),
+        "data": dict(data),
         "steps": {step_id: dict(view) for step_id, view in steps.items()},
         "execution": {"id": execution_id, "workflow": workflow_name, "requested_by": requested_by},
         "targets": [dict(target) for target in targets],

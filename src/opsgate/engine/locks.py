@@ -13,5 +13,6 @@ def lock_keys(spec: WorkflowSpec, params: Mapping[str, Any]) -> list[str]:
     """The rendered ``concurrency.locks``; one lock named after the blueprint when none is set."""
     if spec.concurrency is None:
         return []
-    keys = [str(render(key, {"params": dict(params)})) for key in spec.concurrency.locks]
+    variables = {"params": dict(params), "data": spec.data}
+    keys = [str(render(key, variables)) for key in spec.concurrency.locks]
     return keys or [f"workflow:{spec.name}"]

@@ -14,9 +14,6 @@ from pathlib import Path
 
 import asyncssh
 
-#: The stand-in command-line tools copied to every sandbox's ``bin/``.
-TOOLS = ("ctr", "biosutil")
-
 
 def _private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,11 +40,13 @@ def secret(path: Path, length: int = 32) -> str:
 
 
 def install_tools(sandbox: Path) -> None:
-    """Copy the stand-in tools into ``sandbox/bin`` (first on the SSH commands' PATH)."""
+    """Copy every stand-in tool of ``opsgate/lab/tools/`` into ``sandbox/bin`` (first on the
+    SSH commands' PATH)."""
     target = sandbox / "bin"
     target.mkdir(parents=True, exist_ok=True)
-    source = files("opsgate.lab") / "tools"
-    for name in TOOLS:
-        with (source / name).open("rb") as tool, (target / name).open("wb") as copy:
-            shutil.copyfileobj(tool, copy)
-        (target / name).chmod(0o755)
+    for tool in (files("opsgate.lab") / "tools").iterdir():
+        if not tool.is_file():
+            continue
+        with tool.open("rb") as source, (target / tool.name).open("wb") as copy:
+            shutil.copyfileobj(source, copy)
+        (target / tool.name).chmod(0o755)

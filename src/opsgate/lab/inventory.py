@@ -21,14 +21,20 @@ SSH_USER = "deploy"
 BMC_USER = "admin"
 
 
-def inventory_document(hosts: list[LabHost]) -> dict[str, Any]:
-    """The inventory of ``hosts``; hosts with a BMC are also in group ``bmc``."""
+def inventory_document(hosts: list[LabHost], health_url: str) -> dict[str, Any]:
+    """The inventory of ``hosts``; hosts with a BMC are also in group ``bmc``. Every host's
+    label ``health_url`` is the lab's health endpoint (its service's health, as blueprints
+    that verify a service read it)."""
     targets: dict[str, Any] = {}
     for host in hosts:
         target: dict[str, Any] = {
             "address": "127.0.0.1",
             "groups": [*host.groups, *(["bmc"] if host.bmc_port else [])],
-            "labels": {"lab": "true", "maas_system_id": host.maas_system_id},
+            "labels": {
+                "lab": "true",
+                "maas_system_id": host.maas_system_id,
+                "health_url": f"{health_url}/healthz",
+            },
             "ssh": {
                 "port": host.ssh_port,
                 "user": SSH_USER,
@@ -47,9 +53,9 @@ def inventory_document(hosts: list[LabHost]) -> dict[str, Any]:
     return {"targets": targets}
 
 
-def write_inventory(path: Path, hosts: list[LabHost]) -> None:
+def write_inventory(path: Path, hosts: list[LabHost], health_url: str) -> None:
     yaml = YAML()
     yaml.default_flow_style = False
     with path.open("w") as stream:
         stream.write(HEADER)
-        yaml.dump(inventory_document(hosts), stream)
+        yaml.dump(inventory_document(hosts, health_url), stream)

@@ -121,7 +121,7 @@ async def run_lab(
             maas_url = stack.enter_context(serve_in_thread(maas_handler(maas)))
             health_url = stack.enter_context(serve_in_thread(HealthHandler))
             (directory / "known_hosts").write_text("".join(known_hosts))
-            write_inventory(directory / "inventory.yaml", lab_hosts)
+            write_inventory(directory / "inventory.yaml", lab_hosts, health_url)
             state = LabState(
                 pid=os.getpid(),
                 directory=str(directory),

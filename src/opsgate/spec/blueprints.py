@@ -15,6 +15,7 @@ from pathlib import Path
 
 from opsgate.errors import InvalidBlueprintError
 from opsgate.spec.checks import read_text
+from opsgate.spec.data import load_data
 from opsgate.spec.facts import ActionSignature
 from opsgate.spec.inspect import inspect_blueprint
 from opsgate.spec.issues import Issue, Severity, has_errors
@@ -146,7 +147,10 @@ def _blueprint_documents(document: Document) -> tuple[list[Document], list[Issue
 def _validate(
     document: Document, actions: Actions | None, roles: RoleBook | None
 ) -> tuple[WorkflowSpec | None, list[Issue]]:
-    spec, issues = validate_model(WorkflowSpec, document.data, document)
+    data, issues = load_data(document)
+    raw = {**document.data, "data": data} if "data" in document.data else document.data
+    spec, found = validate_model(WorkflowSpec, raw, document)
+    issues += found
     issues += inspect_blueprint(document, actions, roles)
     return (None if has_errors(issues) else spec), issues
 

@@ -418,6 +418,11 @@ class WorkflowSpec(SpecModel):
         default=None,
         description="the hosts to work on: an inventory selector (templated) or a list of them",
     )
+    data: dict[Identifier, Any] = Field(
+        default_factory=dict,
+        description="data documents beside the blueprint, by name: {name: relative/path.yaml}; "
+        "their content is read in templates as data.<name>",
+    )
     steps: tuple[StepSpec, ...] = Field(min_length=1, description="the steps of the DAG")
     rollback_plan: RollbackPlanSpec = Field(
         default_factory=RollbackPlanSpec, description="workflow-level cleanup actions"

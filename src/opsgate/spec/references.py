@@ -37,7 +37,7 @@ from opsgate.spec.source import path_part
 from opsgate.spec.structure import clip, describe, did_you_mean
 
 #: Names a template may start with; see the module docstring.
-ROOTS = ("params", "steps", "approvals", "item", "target", "result", "execution", "now")
+ROOTS = ("params", "data", "steps", "approvals", "item", "target", "result", "execution", "now")
 
 _TEMPLATE_HINT = "templates use Jinja2 syntax, e.g. '{{ params.service }}'"
 
@@ -242,6 +242,8 @@ def _reference_problem(
         return _parameter_problem(facts, name, scope)
     if root in ("steps", "approvals"):
         return _step_problem(facts, root, name, scope)
+    if root == "data":
+        return _data_problem(facts, name)
     if root in ("item", "target", "result"):
         return _binding_problem(root, scope)
     if root in ROOTS or root in ENVIRONMENT.globals or root == "loop":
@@ -265,6 +267,16 @@ def _parameter_problem(
             "inside the action and never stored",
         )
     return None
+
+
+def _data_problem(facts: BlueprintFacts, name: str | None) -> tuple[str, str | None] | None:
+    declared = facts.data.get("data")
+    names = [str(key) for key in declared] if isinstance(declared, dict) else []
+    if name is None or name in names:
+        return None
+    return f"data document {name!r} is not declared", did_you_mean(name, names) or (
+        "declare it under data: {name: path/to/file.yaml}"
+    )
 
 
 def _step_problem(

@@ -1,0 +1,175 @@
+"""Runs the bundled blueprints, under the bundled policies, against a running lab.
+
+A :class:`Library` is what ``opsgate serve`` would be on that lab: the runtime built from
+``blueprints/``, ``policies/`` and the lab's inventory, on its own SQLite file, with its worker
+running. Its clock is real time moved into the bundled maintenance window (a Saturday, Berlin
+time), so critical blueprints are allowed; everything else about time is real.
+
+Requests come from ``alice`` (operator); approval gates are decided by an eligible
+principal of ``policies/roles.yaml`` who is not the requester, as a person would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+import httpx
+
+from opsgate.config import Settings
+from opsgate.engine.statuses import EXECUTION_TERMINAL
+from opsgate.lab.state import LabState
+from opsgate.models import Event
+from opsgate.runtime import Runtime
+from opsgate.service import Principal
+from opsgate.views import ExecutionStatusView
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUESTER = "alice"
+#: Who decides gates, in this order of preference (never the requester).
+APPROVERS = ("bob", "carol")
+#: Saturday 2026-03-28 10:00 in Berlin: inside the bundled maintenance window.
+IN_WINDOW = datetime(2026, 3, 28, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+#: What :func:`lab_snapshot` leaves out of a sandbox: tools copied in at each start, and the
+#: fault switches of :func:`inject_fault`.
+NOT_STATE = ("bin", "faults")
+
+
+def window_clock() -> Any:
+    """Real time, moved so that now is :data:`IN_WINDOW`."""
+    offset = IN_WINDOW.astimezone(UTC) - datetime.now(UTC)
+    return lambda: datetime.now(UTC) + offset
+
+
+class Library:
+    """The bundled blueprints and policies on one lab, one database and one running worker."""
+
+    def __init__(self, lab: LabState, database: Path) -> None:
+        settings = Settings(
+            database_url=f"sqlite:///{database}",
+            blueprints=ROOT / "blueprints",
+            policies=ROOT / "policies",
+            inventory=Path(lab.inventory),
+            principal=REQUESTER,
+        )
+        self.lab = lab
+        self.runtime = Runtime.open(settings, clock=window_clock())
+        self.service = self.runtime.service
+        self.requester = self.principal(REQUESTER)
+        self._stack = AsyncExitStack()
+
+    def principal(self, name: str) -> Principal:
+        return Principal(name, self.runtime.catalog.roles.roles_of(name))
+
+    async def __aenter__(self) -> Library:
+        group = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(group.cancel_scope.cancel)
+        group.start_soon(self.runtime.worker.run)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+        self.runtime.close()
+
+    async def run(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        *,
+        responses: Mapping[str, Mapping[str, Any]] | None = None,
+        reject: frozenset[str] = frozenset(),
+        within: float = 120,
+    ) -> ExecutionStatusView:
+        """Execute ``name`` as the requester and drive it to its end: every pending approval
+        is granted (with ``responses[step_id]`` as its response), or rejected for the steps in
+        ``reject``. Returns the final status view."""
+        started = await self.service.execute_workflow(self.requester, name, dict(params))
+        return await self.finish(started.execution_id, responses or {}, reject, within)
+
+    async def finish(
+        self,
+        execution_id: str,
+        responses: Mapping[str, Mapping[str, Any]],
+        reject: frozenset[str],
+        within: float,
+    ) -> ExecutionStatusView:
+        with anyio.fail_after(within):
+            while True:
+                view = await self.service.get_workflow_status(execution_id)
+                if view.status in EXECUTION_TERMINAL:
+                    return view
+                await self.decide(execution_id, responses, reject)
+                await anyio.sleep(0.05)
+
+    async def decide(
+        self,
+        execution_id: str,
+        responses: Mapping[str, Mapping[str, Any]],
+        reject: frozenset[str],
+    ) -> None:
+        for name in APPROVERS:
+            approver = self.principal(name)
+            pending = await self.service.list_pending_approvals(approver)
+            for approval in pending.approvals:
+                if approval.execution_id != execution_id:
+                    continue
+                if approval.step_id in reject:
+                    await self.service.reject_step(approver, approval.approval_id, comment="no")
+                else:
+                    await self.service.approve_step(
+                        approver,
+                        approval.approval_id,
+                        response=dict(responses.get(approval.step_id, {})) or None,
+                    )
+
+    def events(self, execution_id: str) -> list[Event]:
+        return self.runtime.store.list_events(execution_id)
+
+    def outputs(self, execution_id: str, step_id: str) -> list[dict[str, Any]]:
+        """The published outputs of every run of ``step_id``, in item order (the status view
+        does not carry outputs)."""
+        runs = [r for r in self.runtime.store.list_step_runs(execution_id) if r.step_id == step_id]
+        runs.sort(key=lambda run: -1 if run.item_index is None else run.item_index)
+        return [dict(run.outputs or {}) for run in runs]
+
+
+def inject_fault(lab: LabState, host: str, operation: str, message: str = "injected") -> Path:
+    """Make a stand-in tool refuse ``operation`` (``"ctr.start"``) on ``host`` until the file
+    this returns is removed."""
+    sandbox = next(h.sandbox for h in lab.hosts if h.name == host)
+    switch = Path(sandbox) / "faults" / operation
+    switch.parent.mkdir(exist_ok=True)
+    switch.write_text(message + "\n")
+    return switch
+
+
+def lab_snapshot(lab: LabState) -> dict[str, str]:
+    """What the lab holds, to compare before and after an execution: every file of every
+    sandbox and BMC (path → sha256; tools and fault switches left out) and every MaaS
+    machine's status and tags."""
+    state: dict[str, str] = {}
+    for host in lab.hosts:
+        sandbox = Path(host.sandbox)
+        for path in sorted(sandbox.rglob("*")):
+            relative = path.relative_to(sandbox)
+            if relative.parts[0] in NOT_STATE or not path.is_file():
+                continue
+            state[f"{host.name}:{relative}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    bmc = Path(lab.directory) / "bmc"
+    for path in sorted(bmc.rglob("*")) if bmc.exists() else []:
+        if path.is_file():
+            state[f"bmc:{path.relative_to(bmc)}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    key = Path(lab.maas_api_key_file).read_text().strip()
+    machines = httpx.get(
+        f"{lab.maas_url}machines/", headers={"Authorization": f"Bearer {key}"}, timeout=5
+    ).json()
+    for machine in machines:
+        tags = ",".join(sorted(machine["tag_names"]))
+        state[f"maas:{machine['system_id']}"] = f"{machine['status_name']} [{tags}]"
+    return state

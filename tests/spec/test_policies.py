@@ -84,6 +84,7 @@ def test_the_bundled_policies_load_without_any_issue() -> None:
     assert [rule.id for rule in policy_set.rules] == [
         "destructive-needs-operator",
         "limit-fan-out",
+        "limit-provisioning-fan-out",
         "prod-needs-manager",
         "critical-in-maintenance-window",
     ]

@@ -86,9 +86,9 @@ class Library:
         reject: frozenset[str] = frozenset(),
         within: float = 120,
     ) -> ExecutionStatusView:
-        """Execute ``name`` as the requester and drive it to its end: every pending approval
-        is granted (with ``responses[step_id]`` as its response), or rejected for the steps in
-        ``reject``. Returns the final status view."""
+        """Execute ``name`` as the requester and drive it to its end (rollback included):
+        every pending approval is granted (with ``responses[step_id]`` as its response), or
+        rejected for the steps in ``reject``. Returns the final status view."""
         started = await self.service.execute_workflow(self.requester, name, dict(params))
         return await self.finish(started.execution_id, responses or {}, reject, within)
 
@@ -101,9 +101,11 @@ class Library:
     ) -> ExecutionStatusView:
         with anyio.fail_after(within):
             while True:
-                view = await self.service.get_workflow_status(execution_id)
-                if view.status in EXECUTION_TERMINAL:
-                    return view
+                # A failed execution is terminal before its rollback runs: the end is a
+                # terminal status that no worker holds any more.
+                execution = self.runtime.store.get_execution(execution_id)
+                if execution.status in EXECUTION_TERMINAL and execution.lease_owner is None:
+                    return await self.service.get_workflow_status(execution_id)
                 await self.decide(execution_id, responses, reject)
                 await anyio.sleep(0.05)
 

@@ -14,7 +14,7 @@ import pytest
 from opsgate.actions import run_action
 from opsgate.actions.base import render_arguments
 from opsgate.actions.connections import Connections
-from opsgate.actions.ssh import SSHAction, SSHDownloadAction, SSHUploadAction
+from opsgate.actions.ssh import SSHAction, SSHDownloadAction, SSHUploadAction, ssh_client
 from opsgate.errors import StepError
 from opsgate.secrets import secret_token
 from tests.actions.contexts import Recorder
@@ -273,3 +273,45 @@ async def test_downloading_a_missing_file_is_a_permanent_error(
             Recorder().context(target=_target(peer, tmp_path)),
         )
     assert not raised.value.retryable
+
+
+async def test_many_commands_at_once_on_one_shared_connection_all_complete(
+    peer: PeerSSHServer, tmp_path: Path
+) -> None:
+    """Commands that exit before reading their input, and more channels than the server
+    takes at once, neither fail nor break the connection the other steps are using."""
+    pool = Connections()
+    results: list[dict[str, Any]] = []
+
+    async def one(index: int) -> None:
+        command = "exit 0" if index % 2 else "sleep 0.2; echo done"
+        results.append(await _ssh(peer, tmp_path, {"command": command}, connections=pool))
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index in range(100):
+                group.start_soon(one, index)
+    finally:
+        await pool.aclose()
+    assert sorted(r["exit_code"] for r in results) == [0] * 100
+    assert sum(r["stdout"] == "done\n" for r in results) == 50
+    assert peer.connections == 1
+
+
+async def test_a_refused_channel_keeps_the_shared_connection(
+    peer: PeerSSHServer, tmp_path: Path
+) -> None:
+    """The server refuses one channel (here a port forward it does not allow): that attempt
+    fails, retryable, and the connection other steps share stays open."""
+    pool = Connections()
+    context = Recorder().context(target=_target(peer, tmp_path), connections=pool)
+    try:
+        await _ssh(peer, tmp_path, {"argv": ["true"]}, connections=pool)
+        with pytest.raises(StepError, match="refused an SSH channel") as refused:
+            async with ssh_client(context, "ssh") as client:
+                await client.open_connection("127.0.0.1", 9)
+        assert refused.value.retryable
+        await _ssh(peer, tmp_path, {"argv": ["true"]}, connections=pool)
+    finally:
+        await pool.aclose()
+    assert peer.connections == 1

@@ -345,3 +345,17 @@ steps:
   - {id: after, action: log, depends_on: [maybe], with: {message: "{{ steps.maybe.status }}"}}
 """
     assert _messages(text) == []
+
+
+def test_a_misspelt_execution_field_is_an_error_with_the_right_name() -> None:
+    text = """
+name: who
+version: "1"
+steps:
+  - id: say
+    action: log
+    with: {message: "run by {{ execution.requester }} as {{ execution.requested_by }}"}
+"""
+    [issue] = _parse(text)[1]
+    assert issue.message.startswith("execution has no field 'requester'")
+    assert issue.hint == "did you mean 'requested_by'?"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,9 @@ async def ssh_client(ctx: StepContext, action: str) -> AsyncIterator[asyncssh.SS
             key,
             partial(_connect, name, settings, ctx),
             _close,
-            broken=(OSError, asyncssh.Error),
+            # A refused channel (a server's session limit) leaves the connection, and the
+            # commands other steps run on it, intact: only a broken connection is dropped.
+            broken=(OSError, asyncssh.DisconnectError, asyncssh.ConnectionLost),
         ) as client:
             yield client
     except asyncssh.PermissionDenied as exc:
@@ -250,8 +252,10 @@ class SSHAction(Action[SSHArguments]):
             process = await client.create_process(command, encoding=None)
             stdout, stderr = ctx.capture(), ctx.capture()
             try:
-                process.stdin.write(stdin)
-                process.stdin.write_eof()
+                with suppress(BrokenPipeError):
+                    # The command may end before it reads its input: its exit status tells.
+                    process.stdin.write(stdin)
+                    process.stdin.write_eof()
                 with anyio.fail_after(args.timeout.total_seconds() if args.timeout else None):
                     async with anyio.create_task_group() as streams:
                         streams.start_soon(_drain, process.stdout, stdout)

@@ -8,7 +8,7 @@ Templates may use these names (the *roots*):
 - ``item``: the current element of a ``for_each`` fan-out;
 - ``target``: the current target of ``for_each: targets`` (``target.address``, ``target.labels``);
 - ``result``: the action's result, in the step's own ``outputs`` only;
-- ``execution``: the running execution (``execution.id``, ``execution.requester``);
+- ``execution``: the running execution (``execution.id``, ``.workflow``, ``.requested_by``);
 - ``now``: the current time (aware UTC);
 - and the expression environment's functions, such as ``in_window``.
 
@@ -37,6 +37,8 @@ from opsgate.spec.source import path_part
 from opsgate.spec.structure import clip, describe, did_you_mean
 
 #: Names a template may start with; see the module docstring.
+#: What ``execution`` holds (see :func:`opsgate.engine.context.execution_variables`).
+EXECUTION_FIELDS = ("id", "workflow", "requested_by")
 ROOTS = ("params", "data", "steps", "approvals", "item", "target", "result", "execution", "now")
 
 _TEMPLATE_HINT = "templates use Jinja2 syntax, e.g. '{{ params.service }}'"
@@ -244,6 +246,11 @@ def _reference_problem(
         return _step_problem(facts, root, name, scope)
     if root == "data":
         return _data_problem(facts, name)
+    if root == "execution" and name is not None and name not in EXECUTION_FIELDS:
+        hint = did_you_mean(name, EXECUTION_FIELDS) or "execution has " + ", ".join(
+            EXECUTION_FIELDS
+        )
+        return f"execution has no field {name!r}", hint
     if root in ("item", "target", "result"):
         return _binding_problem(root, scope)
     if root in ROOTS or root in ENVIRONMENT.globals or root == "loop":

@@ -84,7 +84,7 @@ class Library:
         *,
         responses: Mapping[str, Mapping[str, Any]] | None = None,
         reject: frozenset[str] = frozenset(),
-        within: float = 120,
+        within: float = 300,
     ) -> ExecutionStatusView:
         """Execute ``name`` as the requester and drive it to its end (rollback included):
         every pending approval is granted (with ``responses[step_id]`` as its response), or

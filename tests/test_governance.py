@@ -217,6 +217,28 @@ async def test_separation_of_duties_and_quorum(rigs: Callable[..., Rig]) -> None
         await r.service.reject_step(CAROL, approval.approval_id, comment="too late")
 
 
+async def test_a_decision_made_while_the_worker_parks_the_execution_is_not_lost(
+    rigs: Callable[..., Rig],
+) -> None:
+    """The gate was checked (pending); the decision and its wake-up come before the worker
+    has given the execution back: the release must not put it to sleep until the deadline."""
+    r = rigs()
+    release = r.store.release_lease
+    decided: list[ApprovalView] = []
+
+    def decide_then_release(execution_id: str, owner: str, **options: Any) -> Any:
+        if options.get("awaited") and not decided:
+            [approval] = r.store.list_approvals(execution_id=execution_id)
+            decided.append(anyio.from_thread.run(r.service.approve_step, CAROL, approval.id))
+        return release(execution_id, owner, **options)
+
+    r.store.release_lease = decide_then_release  # type: ignore[method-assign]
+    execution_id = await start(r, BOB)
+    assert [view.status for view in decided] == ["granted"]
+    await r.settle()
+    assert r.status(execution_id) == "succeeded"
+
+
 async def test_a_rejection_fails_the_step_and_rolls_back(rigs: Callable[..., Rig]) -> None:
     r = rigs()
     execution_id = await start(r)

@@ -366,6 +366,8 @@ class ExecutionRunner:
         self.conductor: Conductor
         #: Steps whose gates are not known to be cleared; checked when they would start.
         self.gated: set[str] = set()
+        #: The approvals the last gate check left pending: what a park waits for.
+        self._awaited: frozenset[str] = frozenset()
         self._changed = anyio.Event()
         self._attempts: anyio.abc.TaskGroup | None = None
         self._lost = False
@@ -524,7 +526,7 @@ class ExecutionRunner:
                 if not self._running():
                     if decision.gate and self.execution.status is _E.RUNNING:
                         await self._transition(Trigger.REQUEST_APPROVAL, expected=_E.RUNNING)
-                    await self._park(wake_at)
+                    await self._park(wake_at, self._awaited if decision.gate else frozenset())
                     return
                 await self._wait(wake_at)
         self._attempts = None
@@ -591,14 +593,17 @@ class ExecutionRunner:
                 self.execution = fresh
                 self._changed.set()
 
-    async def _release(self, wake_at: datetime | None = None) -> None:
+    async def _release(
+        self, wake_at: datetime | None = None, awaited: frozenset[str] = frozenset()
+    ) -> None:
         """Give the lease back, in the transaction that writes what is still deferred."""
-        await self._commit(release=True, wake_at=wake_at)
+        await self._commit(release=True, wake_at=wake_at, awaited=awaited)
 
-    async def _park(self, wake_at: datetime | None) -> None:
-        """Nothing runs: give the execution back as a row until ``wake_at`` or its deadline."""
+    async def _park(self, wake_at: datetime | None, awaited: frozenset[str]) -> None:
+        """Nothing runs: give the execution back as a row until ``wake_at`` or its deadline,
+        or at once if one of the ``awaited`` approvals was decided since the gate check."""
         moments = [m for m in (wake_at, self.execution.deadline_at) if m is not None]
-        await self._release(min(moments) if moments else None)
+        await self._release(min(moments) if moments else None, awaited)
 
     # ----------------------------------------------------------------- persistence
 
@@ -696,22 +701,28 @@ class ExecutionRunner:
         if self._queued:
             await self._commit()
 
-    async def _commit(self, *, release: bool = False, wake_at: datetime | None = None) -> None:
+    async def _commit(
+        self,
+        *,
+        release: bool = False,
+        wake_at: datetime | None = None,
+        awaited: frozenset[str] = frozenset(),
+    ) -> None:
         """Write the deferred changes (and give the lease back with them, with ``release``)."""
         batch, self._queued = self._queued, []
         self._check_lease()
         self._committing += 1
         try:
             try:
-                written = await self._write(batch, release, wake_at)
+                written = await self._write(batch, release, wake_at, awaited)
             except ConflictError:
                 if len(batch) < 2:
                     raise
                 # One change was refused, so none was written: write them one at a time, as
                 # if none had been deferred, so that those before the refused one are kept.
                 for change in batch:
-                    self._adopt(await self._write([change], False, None))
-                written = await self._write([], release, wake_at)
+                    self._adopt(await self._write([change], False, None, frozenset()))
+                written = await self._write([], release, wake_at, awaited)
         except ConflictError:
             await self._after_conflict()
             raise
@@ -720,15 +731,23 @@ class ExecutionRunner:
         self._adopt(written)
 
     async def _write(
-        self, batch: list[Change], release: bool, wake_at: datetime | None
+        self,
+        batch: list[Change],
+        release: bool,
+        wake_at: datetime | None,
+        awaited: frozenset[str],
     ) -> list[Any]:
         store, owner = self.worker.store, self.worker.owner
         if release:
-            return [
-                await self.worker.call(
-                    store.release_lease, self.execution.id, owner, wake_at=wake_at, changes=batch
-                )
-            ]
+            released = await self.worker.call(
+                store.release_lease,
+                self.execution.id,
+                owner,
+                wake_at=wake_at,
+                changes=batch,
+                awaited=awaited,
+            )
+            return [released]
         return await self.worker.write(batch)
 
     def _deferred_runs(self) -> set[str]:
@@ -890,6 +909,7 @@ class ExecutionRunner:
             self.worker.store.list_approvals, execution_id=self.execution.id
         )
         changed, wake = False, None
+        awaited: set[str] = set()
         for step_id in step_ids:
             denials = verdict.denials_for(step_id)
             if denials:
@@ -899,7 +919,9 @@ class ExecutionRunner:
                 continue
             gates = verdict.gates_for(step_id)
             check = check_gates(gates, approvals, self._digests(gates), now)
+            ended = {a.id for a in (*check.supersede, *check.expire, *check.escalate)}
             approvals += await self._write_gates(check)
+            awaited |= {a.id for a in approvals if a.status is ApprovalStatus.PENDING} - ended
             self.conductor.approvals = granted_responses(approvals)
             if check.refused is not None:
                 failure = StepFailure(step_id, check.refused, "ApprovalRefused")
@@ -914,6 +936,7 @@ class ExecutionRunner:
                         await self._step(run, Trigger.REQUEST_APPROVAL)
                 opened = min((o.deadline_at for o in check.open), default=None)
                 wake = _earliest(wake, _earliest(opened, check.wake_at))
+        self._awaited = frozenset(awaited)
         return changed, wake
 
     def _digests(self, gates: Sequence[Gate]) -> dict[str, str]:

@@ -155,3 +155,22 @@ def test_fan_out_outputs_are_lists_in_item_order_and_progress_counts_runs() -> N
     assert views["a"].phase is StepPhase.SUCCEEDED
     assert progress(views) == 50.0
     assert progress(c.views([run("a", "succeeded", 0), run("a", "running", 1)])) == 25.0
+
+
+def test_a_batch_over_its_failure_budget_cancels_the_runs_that_waited_for_its_gate() -> None:
+    """A gated fan-out: its runs wait for the gate, then start max_parallel at a time. Once
+    too many failed, the runs that never started are cancelled, whatever they waited for,
+    so that the step (and the execution) can end."""
+    c = conductor(
+        {
+            "id": "a",
+            "action": "log",
+            "for_each": [1, 2, 3],
+            "max_parallel": 1,
+            "approval": {"approvers": {"principals": ["bob"]}},
+        }
+    )
+    runs = [run("a", "failed", 0), run("a", "waiting_approval", 1), run("a", "pending", 2)]
+    decision = c.decide(runs, NOW, gated=())
+    assert sorted(r.item_index for r in decision.cancel) == [1, 2]
+    assert decision.start == ()

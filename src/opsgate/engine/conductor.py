@@ -205,7 +205,9 @@ class Conductor:
                     gate.append(view.spec.id)
                     continue
                 if self._over_failure_budget(view):
-                    cancel += [run for run in view.runs if run.status in (_S.PENDING, _S.RETRYING)]
+                    # Runs that waited for the gate have not started either: cancel them too.
+                    unstarted = (_S.PENDING, _S.RETRYING, _S.WAITING_APPROVAL)
+                    cancel += [run for run in view.runs if run.status in unstarted]
                     continue
                 starts, due = self._startable(view, variables, now)
                 start += starts

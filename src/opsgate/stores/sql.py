@@ -527,17 +527,23 @@ class SQLStore:
         *,
         wake_at: datetime | None = None,
         changes: Sequence[Change] = (),
+        awaited: Collection[str] = (),
     ) -> Execution:
         """Give up ``owner``'s lease; no worker claims the execution again before ``wake_at``.
 
         ``wake_at`` ``None`` makes it claimable at once. ``changes`` are written first, in the
         same transaction (as :meth:`apply` writes them): a worker's last transitions and the
-        release cost one commit. :class:`ConflictError` when the lease is no longer ``owner``'s
-        or a change is refused; then nothing is written.
+        release cost one commit. ``awaited`` are the approvals the worker parks the execution
+        for: when one of them was decided since the worker read it, the decision's wake-up
+        (:meth:`wake_execution`) came while the lease was held and must not be overwritten, so
+        the execution stays claimable now. :class:`ConflictError` when the lease is no longer
+        ``owner``'s or a change is refused; then nothing is written.
         """
         with self._transaction() as conn:
             if changes:
                 self._write(conn, changes)
+            if wake_at is not None and awaited and _any_decided(conn, awaited):
+                wake_at = None
             return _record(
                 Execution,
                 _update_leased(
@@ -1649,6 +1655,14 @@ def _lock_executions(conn: sa.Connection, changes: Sequence[Change]) -> None:
         .order_by(executions.c.id)
         .with_for_update(key_share=True)
     )
+
+
+def _any_decided(conn: sa.Connection, approval_ids: Collection[str]) -> bool:
+    """Whether any of the approvals is no longer pending."""
+    decided = sa.select(approvals.c.id).where(
+        approvals.c.id.in_(list(approval_ids)), approvals.c.status != ApprovalStatus.PENDING
+    )
+    return conn.execute(decided.limit(1)).first() is not None
 
 
 def _update_leased(

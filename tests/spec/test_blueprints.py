@@ -85,7 +85,7 @@ def test_the_bundled_reference_blueprint_is_the_reference_fixture() -> None:
 def test_reference_blueprint_becomes_a_typed_spec() -> None:
     spec = load_blueprint_or_raise(FIXTURES / "valid" / "restart_service.yaml", ACTIONS, ROLES)
     check, restart, verify = spec.steps
-    assert (spec.name, spec.version, spec.risk) == ("restart_service", "1.2.0", "high")
+    assert (spec.name, spec.version, spec.risk) == ("restart_service", "1.3.0", "high")
     assert spec.parameters["api_token"].secret and spec.parameters["api_token"].required
     assert spec.parameters["batch_size"].default == 2 and spec.parameters["batch_size"].max == 10
     assert spec.targets == "{{ params.hosts }}"
@@ -359,3 +359,18 @@ steps:
     [issue] = _parse(text)[1]
     assert issue.message.startswith("execution has no field 'requester'")
     assert issue.hint == "did you mean 'requested_by'?"
+
+
+def test_steps_may_read_every_target_but_the_blueprint_level_may_not() -> None:
+    text = """
+name: spread
+version: "1"
+targets: "{{ targets | length }}"
+steps:
+  - id: say
+    action: log
+    with: {message: "{{ targets | map(attribute='name') | join(',') }}"}
+"""
+    [issue] = _parse(text)[1]
+    assert issue.path == "targets"
+    assert "'targets' is not available in" in issue.message

@@ -7,6 +7,7 @@ Templates may use these names (the *roots*):
 - ``approvals``: decided gates, ``approvals.<step id>`` (the step itself or earlier ones);
 - ``item``: the current element of a ``for_each`` fan-out;
 - ``target``: the current target of ``for_each: targets`` (``target.address``, ``target.labels``);
+- ``targets``: every target of the execution, in steps (not where they are chosen);
 - ``result``: the action's result, in the step's own ``outputs`` only;
 - ``execution``: the running execution (``execution.id``, ``.workflow``, ``.requested_by``);
 - ``now``: the current time (aware UTC);
@@ -39,7 +40,18 @@ from opsgate.spec.structure import clip, describe, did_you_mean
 #: Names a template may start with; see the module docstring.
 #: What ``execution`` holds (see :func:`opsgate.engine.context.execution_variables`).
 EXECUTION_FIELDS = ("id", "workflow", "requested_by")
-ROOTS = ("params", "data", "steps", "approvals", "item", "target", "result", "execution", "now")
+ROOTS = (
+    "params",
+    "data",
+    "steps",
+    "approvals",
+    "item",
+    "target",
+    "targets",
+    "result",
+    "execution",
+    "now",
+)
 
 _TEMPLATE_HINT = "templates use Jinja2 syntax, e.g. '{{ params.service }}'"
 
@@ -246,6 +258,8 @@ def _reference_problem(
         return _step_problem(facts, root, name, scope)
     if root == "data":
         return _data_problem(facts, name)
+    if root == "targets" and scope.steps is None:
+        return f"'targets' is not available in {scope.where}: the targets are not chosen yet", None
     if root == "execution" and name is not None and name not in EXECUTION_FIELDS:
         hint = did_you_mean(name, EXECUTION_FIELDS) or "execution has " + ", ".join(
             EXECUTION_FIELDS

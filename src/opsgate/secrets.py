@@ -163,6 +163,27 @@ def has_token(text: str) -> bool:
     return _TOKEN.search(text) is not None
 
 
+def as_references(value: Any) -> Any:
+    """``value`` with each secret token turned back into its reference, never the secret:
+    how a secret parameter is handed on to a child execution, which takes references."""
+    if isinstance(value, str):
+        whole = _TOKEN.fullmatch(value)
+        if whole is not None:
+            return whole["reference"]
+        if has_token(value):
+            raise StepError(
+                "a secret parameter can be handed to a child workflow only whole, as "
+                '"{{ params.NAME }}", not inside other text',
+                retryable=False,
+            )
+        return value
+    if isinstance(value, Mapping):
+        return {key: as_references(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_references(item) for item in value]
+    return value
+
+
 def reveal(value: Any, secrets: Secrets, redactor: Redactor) -> Any:
     """``value`` with each secret token replaced by the secret it refers to (recorded in
     ``redactor``): done once, at the action boundary, on rendered arguments."""

@@ -70,6 +70,45 @@ async def test_set_lan_config_provisions_the_bmc_address(bmc: SimulatedBMC) -> N
     assert outputs["lan"]["ipv4_configuration"] == "Static"
 
 
+async def test_get_lan_config_reads_the_factory_dhcp_then_a_committed_static_address(
+    bmc: SimulatedBMC,
+) -> None:
+    lan_files = bmc.chassis.parent / "lan"
+    factory = await _ipmi(bmc.port, {"operation": "get_lan_config"})
+    assert factory == {
+        "operation": "get_lan_config",
+        "lan": {"ip_address": None, "netmask": None, "gateway": None, "ip_source": "dhcp"},
+    }
+    static = {"ip_address": "10.20.0.7", "netmask": "255.255.252.0", "gateway": "10.20.0.1"}
+    await _ipmi(bmc.port, {"operation": "set_lan_config", **static})
+    read = await _ipmi(bmc.port, {"operation": "get_lan_config"})
+    assert read["lan"] == {**static, "ip_source": "static"}
+    # Committed, so the BMC stored it (ipmi_sim hands committed settings to its LAN program).
+    assert (lan_files / "ip_addr").read_text() == "10.20.0.7\n"
+    assert (lan_files / "subnet_mask").read_text() == "255.255.252.0\n"
+    await _ipmi(bmc.port, {"operation": "set_lan_config", "ip_source": "dhcp"})
+    assert (await _ipmi(bmc.port, {"operation": "get_lan_config"})) == factory
+
+
+async def test_a_lan_change_the_bmc_refuses_changes_nothing(bmc: SimulatedBMC) -> None:
+    switch = bmc.chassis.parent / "faults" / "lan.set"
+    switch.parent.mkdir()
+    switch.write_text("flash busy\n")
+    with pytest.raises(StepError) as raised:
+        await _ipmi(
+            bmc.port,
+            {"operation": "set_lan_config", "ip_address": "10.0.0.5", "netmask": "255.0.0.0"},
+        )
+    assert raised.value.error_type == "IPMIError" and not raised.value.retryable
+    lan = await _ipmi(bmc.port, {"operation": "get_lan_config"})
+    assert lan["lan"]["ip_address"] is None and lan["lan"]["ip_source"] == "dhcp"
+
+
+async def test_get_lan_config_takes_no_arguments() -> None:
+    with pytest.raises(StepError, match="get_lan_config does not take: gateway"):
+        await _ipmi(free_udp_port(), {"operation": "get_lan_config", "gateway": "10.0.0.1"})
+
+
 async def test_reset_and_graceful_shutdown_reach_the_chassis(bmc: SimulatedBMC) -> None:
     assert (await _ipmi(bmc.port, {"operation": "power_on"}))["power"] == "on"
     assert (await _ipmi(bmc.port, {"operation": "power_reset"}))["power"] == "reset"

@@ -57,6 +57,28 @@ BLUEPRINTS = """
       action: log
       depends_on: [build]
       with: {message: "child {{ steps.build.outputs.execution_id }} built"}
+- name: keeper
+  version: "1"
+  parameters:
+    token: {type: string, secret: true, required: true}
+  steps:
+    - id: use
+      action: shell
+      with:
+        command: 'test "$TOKEN" = handed-over-Xy7'
+        env: {TOKEN: "{{ params.token }}"}
+- name: handover
+  version: "1"
+  parameters:
+    token: {type: string, secret: true, required: true}
+    wrapped: {type: boolean, default: false}
+  steps:
+    - id: hand
+      action: workflow
+      with:
+        workflow_name: keeper
+        parameters:
+          token: "{{ ('Bearer ' ~ params.token) if params.wrapped else params.token }}"
 - name: impatient
   version: "1"
   parameters:
@@ -146,3 +168,21 @@ async def test_a_step_timeout_cancels_the_child(database_url: str, tmp_path: Pat
         assert build.status == "timed_out"
         [child] = store.list_executions(workflow_name="child").items
         assert await until_ended(store, child.id) in ("cancelled", "rolled_back")
+
+
+async def test_a_secret_parameter_reaches_the_child_as_its_reference(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HANDED_TOKEN", "handed-over-Xy7")
+    async with serving(database_url) as (service, store):
+        started = await service.execute_workflow(ALICE, "handover", {"token": "env:HANDED_TOKEN"})
+        assert await until_ended(store, started.execution_id) == "succeeded"
+        [child] = store.list_executions(workflow_name="keeper").items
+        assert child.parameters == {"token": "env:HANDED_TOKEN"}  # the reference, not the value
+
+        wrapped = await service.execute_workflow(
+            ALICE, "handover", {"token": "env:HANDED_TOKEN", "wrapped": True}
+        )
+        assert await until_ended(store, wrapped.execution_id) == "failed"
+        [hand] = store.list_step_runs(wrapped.execution_id)
+        assert "handed to a child workflow only whole" in str(hand.error)

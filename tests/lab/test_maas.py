@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -107,3 +108,44 @@ def test_a_body_that_is_not_a_json_object_is_a_bad_request(maas: httpx.Client) -
     answer = maas.post("tags/", content=b"[1, 2]", headers={"Content-Type": "application/json"})
     assert answer.status_code == 400
     assert "neither form-encoded fields nor a JSON object" in answer.text
+
+
+@pytest.fixture
+def faulty_maas(tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
+    """The API with a fault switch folder (the lab's ``faults/``)."""
+    state = MaaSState({"abc123": Machine("abc123", "web-1", "127.0.0.1")}, KEY, 0, faults=tmp_path)
+    with (
+        serve_in_thread(maas_handler(state)) as url,
+        httpx.Client(
+            base_url=f"{url}{PREFIX}", headers={"Authorization": f"Bearer {KEY}"}, timeout=5
+        ) as client,
+    ):
+        yield client, tmp_path
+
+
+def test_fault_switches_refuse_their_operation_before_anything_changes(
+    faulty_maas: tuple[httpx.Client, Path],
+) -> None:
+    maas, faults = faulty_maas
+    (faults / "maas.commission").write_text("PXE server down\n")
+    refused = maas.post("machines/abc123/", params={"op": "commission"})
+    assert refused.status_code == 500
+    assert refused.text == "maas: injected fault (maas.commission): PXE server down"
+    assert maas.get("machines/abc123/").json()["status_name"] == "New"
+    (faults / "maas.commission").unlink()
+    assert maas.post("machines/abc123/", params={"op": "commission"}).status_code == 200
+
+    (faults / "maas.tag").write_text("tags locked\n")
+    assert maas.post("tags/", data={"name": "rack-1"}).status_code == 500
+    assert maas.get("tags/").json() == []
+    (faults / "maas.tag").unlink()
+    maas.post("tags/", data={"name": "rack-1"}).raise_for_status()
+    maas.post("tags/rack-1/", data={"op": "update_nodes", "add": "abc123"}).raise_for_status()
+
+    (faults / "maas.untag").write_text("tags locked\n")
+    removing = maas.post("tags/rack-1/", data={"op": "update_nodes", "remove": "abc123"})
+    assert removing.status_code == 500 and "maas.untag" in removing.text
+    assert maas.get("machines/abc123/").json()["tag_names"] == ["rack-1"]
+
+    (faults / "maas.read").write_text("database busy\n")
+    assert maas.get("machines/").status_code == 500

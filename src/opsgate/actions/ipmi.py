@@ -5,6 +5,7 @@ pyghmi is confined to this module (its blocking calls, its untyped API, its exce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import threading
@@ -35,6 +36,7 @@ Operation = Literal[
     "set_boot_device",
     "get_sensors",
     "get_fru",
+    "get_lan_config",
     "set_lan_config",
 ]
 BootDevice = Literal["default", "network", "hd", "cdrom", "bios", "safe", "floppy", "usb"]
@@ -66,7 +68,7 @@ class IPMIArguments(ActionArguments):
 
     operation: Operation = Field(
         description="power_status, power_on, power_off, power_cycle, power_reset, power_soft, "
-        "set_boot_device, get_sensors, get_fru or set_lan_config"
+        "set_boot_device, get_sensors, get_fru, get_lan_config (reads only) or set_lan_config"
     )
     wait: StrictBool | None = Field(
         default=None,
@@ -171,7 +173,8 @@ class _Sessions:
 
     pyghmi keeps one session per BMC and user internally: a second ``Command`` for a BMC whose
     session is alive hangs, and one created after a logout fails. So each BMC gets one
-    ``Command``, used by one thread at a time, and forgotten when a call on it fails.
+    ``Command``, used by one thread at a time, and forgotten when a call on it fails other
+    than by the BMC's refusal (a completion code).
     """
 
     def __init__(self) -> None:
@@ -195,8 +198,11 @@ class _Sessions:
                 self._commands[key] = command
             try:
                 yield command
-            except IpmiException:
-                self._commands.pop(key, None)
+            except IpmiException as exc:
+                # A completion code (the BMC answered "no") leaves the session usable; anything
+                # else (a timeout, a lost session) may have broken it.
+                if not getattr(exc, "ipmicode", 0):
+                    self._commands.pop(key, None)
                 raise
 
 
@@ -228,21 +234,63 @@ def _operate(ipmi: Command, args: IPMIArguments) -> dict[str, Any]:
         return {"sensors": [_sensor(reading) for reading in ipmi.get_sensor_data()]}
     if operation == "get_fru":
         return {"fru": _plain(ipmi.get_inventory_of_component("System"))}
+    if operation == "get_lan_config":
+        return {"lan": _lan(ipmi.get_net_configuration(gateway_macs=False))}
     return {"lan": _set_lan(ipmi, args)}
 
 
+def _lan(configuration: Mapping[str, Any]) -> dict[str, Any]:
+    """pyghmi's network configuration as ``ip_address``, ``netmask``, ``gateway`` (each None
+    when unset) and ``ip_source`` (``static``, ``dhcp``, ``bios``, ``other`` or
+    ``unspecified``), the names ``set_lan_config`` takes."""
+    address = configuration.get("ipv4_address")
+    interface = ipaddress.IPv4Interface(address) if address else None
+    return {
+        "ip_address": str(interface.ip) if interface else None,
+        "netmask": str(interface.netmask) if interface else None,
+        "gateway": configuration.get("ipv4_gateway"),
+        "ip_source": str(configuration.get("ipv4_configuration") or "unspecified").lower(),
+    }
+
+
+#: LAN parameter 0, "set in progress": how a client brackets its changes (IPMI 2.0, 23.1).
+_SET_IN_PROGRESS, _COMMIT_WRITE, _SET_COMPLETE = 1, 2, 0
+
+
 def _set_lan(ipmi: Command, args: IPMIArguments) -> dict[str, Any]:
-    if args.ip_source == "dhcp":
-        ipmi.set_net_configuration(ipv4_configuration="DHCP")
-    else:
-        assert args.ip_address is not None and args.netmask is not None
-        prefix = ipaddress.IPv4Network(f"0.0.0.0/{args.netmask}").prefixlen
-        ipmi.set_net_configuration(
-            ipv4_address=f"{args.ip_address}/{prefix}",
-            ipv4_configuration="Static",
-            ipv4_gateway=args.gateway,
-        )
-    return {key: value for key, value in ipmi.get_net_configuration().items() if value is not None}
+    """Set the LAN parameters inside "set in progress" and commit them, as the IPMI spec asks
+    (BMCs that apply them only on commit, ipmi_sim among them, need it); a BMC without the
+    parameter gets the changes directly."""
+    channel = ipmi.get_network_channel()
+
+    def progress(state: int) -> None:
+        ipmi.xraw_command(netfn=0x0C, command=0x01, data=(channel, 0, state))
+
+    try:
+        progress(_SET_IN_PROGRESS)
+        bracketed = True
+    except IpmiException:
+        bracketed = False
+    try:
+        if args.ip_source == "dhcp":
+            ipmi.set_net_configuration(ipv4_configuration="DHCP", channel=channel)
+        else:
+            assert args.ip_address is not None and args.netmask is not None
+            prefix = ipaddress.IPv4Network(f"0.0.0.0/{args.netmask}").prefixlen
+            ipmi.set_net_configuration(
+                ipv4_address=f"{args.ip_address}/{prefix}",
+                ipv4_configuration="Static",
+                ipv4_gateway=args.gateway,
+                channel=channel,
+            )
+        if bracketed:
+            progress(_COMMIT_WRITE)
+    finally:
+        if bracketed:  # a failure above is the error to report, not this one
+            with contextlib.suppress(IpmiException):
+                progress(_SET_COMPLETE)
+    configuration = ipmi.get_net_configuration(gateway_macs=False)
+    return {key: value for key, value in configuration.items() if value is not None}
 
 
 def _sensor(reading: Any) -> dict[str, Any]:

@@ -55,12 +55,13 @@ OUTPUTS: Mapping[str, str] = {
     "health_check": "`healthy`, `probes`, `waited_seconds`",
     "ipmi": "`operation`; power operations: `power`; `get_sensors`: `sensors`; "
     "`get_fru`: `fru`; `set_boot_device`: `boot_device`, `persistent`; "
-    "`set_lan_config`: `lan`",
+    "`set_lan_config`, `get_lan_config`: `lan`",
     "wait": "`waited_seconds`",
     "assert": "`condition`",
     "log": "`message`, `level`",
     "workflow": "`execution_id`; with `wait: true` also `status` and `outputs` (the child's "
     "step outputs by step id). The child runs as the parent's requester (policies judge it so); "
+    "a secret parameter is handed on whole, as its reference (`token: \"{{ params.token }}\"`); "
     "a failed child fails the step without retry; cancelling the step cancels the child",
 }
 

@@ -9,6 +9,7 @@ from pydantic import Field, StrictBool
 
 from opsgate.actions.base import Action, ActionArguments, StepContext
 from opsgate.errors import OpsgateError, StepError
+from opsgate.secrets import as_references
 from opsgate.spec.model import Label
 
 
@@ -55,8 +56,9 @@ class WorkflowAction(Action[WorkflowArguments]):
                 retryable=False,
             )
         key = f"child:{ctx.execution_id}:{ctx.step_id}:{ctx.item_key}:{ctx.attempt}"
+        parameters = as_references(args.parameters)  # a child takes references, not tokens
         try:
-            child = await children.start(args.workflow_name, args.parameters, key)
+            child = await children.start(args.workflow_name, parameters, key)
         except OpsgateError as exc:
             raise StepError(f"cannot start {args.workflow_name}: {exc}", retryable=False) from exc
         await ctx.report(f"started child execution {child} ({args.workflow_name})")

@@ -31,7 +31,8 @@ from opsgate.lab.state import (
     running_pid,
 )
 
-DEFAULT_HOSTS = ("web-1:web", "web-2:web", "db-1:db")
+#: Two web hosts, a database host and two bare-metal servers (for the provisioning blueprints).
+DEFAULT_HOSTS = ("web-1:web", "web-2:web", "db-1:db", "srv-01:server", "srv-02:server")
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 

@@ -14,6 +14,10 @@ query or the body):
 
 Unlike MaaS (OAuth 1.0 PLAINTEXT), every request must carry ``Authorization: Bearer KEY``.
 Errors are MaaS's status codes with a text body that says what to do.
+
+Fault switches: while ``FAULTS/maas.OPERATION`` exists (``read``: every GET, ``commission``,
+``tag``: creating a tag or adding machines to one, ``untag``: removing machines from one),
+that operation is refused with 500 and a body naming the switch, before anything changes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -74,7 +79,19 @@ class MaaSState:
     api_key: str
     commission_seconds: float = 1.0
     tags: set[str] = field(default_factory=set)
+    faults: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refuse_if_faulty(self, operation: str) -> None:
+        """Raise the injected fault of ``operation`` while its switch exists."""
+        if self.faults is None:
+            return
+        switch = self.faults / f"maas.{operation}"
+        try:
+            message = switch.read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        raise MaaSError(500, f"maas: injected fault ({switch.name}): {message}")
 
     def machine(self, system_id: str) -> Machine:
         if system_id not in self.machines:
@@ -85,6 +102,7 @@ class MaaSState:
     def handle(self, method: str, route: list[str], form: dict[str, list[str]]) -> Any:
         now = time.monotonic()
         op = (form.get("op") or [""])[0]
+        self.refuse_if_faulty(_operation(method, route, op, form))
         with self.lock:
             match method, route, op:
                 case "GET", ["machines"], _:
@@ -131,6 +149,15 @@ class MaaSState:
             if name in self.machines[system_id].tag_names:
                 self.machines[system_id].tag_names.remove(name)
         return {"added": len(add), "removed": len(remove)}
+
+
+def _operation(method: str, route: list[str], op: str, form: dict[str, list[str]]) -> str:
+    """The fault switch name of a request: read, commission, tag or untag."""
+    if method == "GET":
+        return "read"
+    if op == "commission":
+        return "commission"
+    return "untag" if route[:1] == ["tags"] and form.get("remove") else "tag"
 
 
 def _form(handler: QuietHandler, query: str) -> dict[str, list[str]]:

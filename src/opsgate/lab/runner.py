@@ -13,18 +13,20 @@ import fcntl
 import hashlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import IO
 
 import anyio
 import anyio.to_thread
 
-from opsgate.lab.bmc import MISSING, ipmi_sim, start_bmc, stop_bmc
+from opsgate.lab.bmc import LAB_EMULATOR, MISSING, ipmi_sim, start_bmc, stop_bmc
 from opsgate.lab.files import install_tools, secret, ssh_key
 from opsgate.lab.health import HealthHandler
 from opsgate.lab.httpd import serve_in_thread
@@ -64,12 +66,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+def boot_script(host: LabHost) -> str:
+    """What a power-on of ``host``'s BMC does to the host: the firmware that ``fwutil update``
+    flashed now runs, so nothing is pending any more."""
+    return f"rm -f {shlex.quote(str(Path(host.sandbox) / 'firmware' / 'pending'))}\n"
+
+
 async def _start_bmcs(stack: AsyncExitStack, directory: Path, hosts: list[LabHost]) -> None:
     # IPMI passwords have at most 16 characters in ipmi_sim (20 in IPMI 2.0).
     password = secret(directory / "secrets" / "bmc-password", length=16)
     for host in hosts:
+        start = partial(
+            start_bmc,
+            emulator=LAB_EMULATOR,
+            on_boot=boot_script(host),
+            lan_fault=directory / "faults" / f"bmc-{host.name}.lan",
+        )
         process, port = await anyio.to_thread.run_sync(
-            start_bmc, directory / "bmc" / host.name, host.name, BMC_USER, password
+            start, directory / "bmc" / host.name, host.name, BMC_USER, password
         )
         stack.callback(_stop, process)
         host.bmc_port, host.bmc_pid = port, process.pid
@@ -117,9 +131,14 @@ async def run_lab(
                 host.maas_system_id: Machine(host.maas_system_id, host.name, "127.0.0.1")
                 for host in lab_hosts
             }
-            maas = MaaSState(machines, secret(api_key_file), commission_seconds=commission)
+            maas = MaaSState(
+                machines,
+                secret(api_key_file),
+                commission_seconds=commission,
+                faults=directory / "faults",
+            )
             maas_url = stack.enter_context(serve_in_thread(maas_handler(maas)))
-            health_url = stack.enter_context(serve_in_thread(HealthHandler))
+            health_url = stack.enter_context(serve_in_thread(HealthHandler.for_lab(directory)))
             (directory / "known_hosts").write_text("".join(known_hosts))
             write_inventory(directory / "inventory.yaml", lab_hosts, health_url)
             state = LabState(

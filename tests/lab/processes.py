@@ -1,4 +1,5 @@
-"""The ``opsgate`` command as a real process, and a lab started through it."""
+"""The ``opsgate`` command as a real process, a lab started through it, and the lab's
+stand-in tools run directly."""
 
 from __future__ import annotations
 
@@ -31,3 +32,16 @@ def lab_up(directory: Path, *args: str) -> LabState:
 def lab_down(directory: Path) -> None:
     stopped = opsgate("lab", "down", "--dir", str(directory), cwd=directory.parent)
     assert stopped.returncode == 0, stopped.stderr
+
+
+def tool(sandbox: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the sandbox's stand-in tool ``argv[0]`` from another folder: the tools find their
+    sandbox from their own path."""
+    return subprocess.run(
+        [str(sandbox / "bin" / argv[0]), *argv[1:]],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )

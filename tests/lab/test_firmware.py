@@ -3,7 +3,6 @@ the fault switches of the stand-in tools, run as the lab's SSH commands run them
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from opsgate.lab.bmc import ipmi_sim, start_bmc, stop_bmc
 from opsgate.lab.files import install_tools
 from opsgate.lab.runner import boot_script
 from opsgate.lab.state import LabHost
+from tests.lab.processes import tool
 
 FACTORY = [
     "bmc\t2.10.4\t2.14.1\t1",
@@ -27,17 +27,6 @@ FACTORY = [
 def sandbox(tmp_path: Path) -> Path:
     install_tools(tmp_path / "host")
     return tmp_path / "host"
-
-
-def tool(sandbox: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(sandbox / "bin" / argv[0]), *argv[1:]],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
 
 
 def test_fwutil_lists_the_factory_firmware_and_updates_one_component(sandbox: Path) -> None:

@@ -3,30 +3,18 @@ commands run them."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from opsgate.lab.files import install_tools
+from tests.lab.processes import tool
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
     install_tools(tmp_path)
     return tmp_path
-
-
-def tool(sandbox: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """Run from another folder: the tools find their sandbox from their own path."""
-    return subprocess.run(
-        [str(sandbox / "bin" / argv[0]), *argv[1:]],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
 
 
 def test_ctr_runs_a_container_through_its_life(sandbox: Path) -> None:

@@ -12,8 +12,11 @@ principal of ``policies/roles.yaml`` who is not the requester, as a person would
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,11 @@ import httpx
 
 from opsgate.config import Settings
 from opsgate.engine.statuses import EXECUTION_TERMINAL
-from opsgate.lab.state import LabState
-from opsgate.models import Event
+from opsgate.lab.state import LabHost, LabState
+from opsgate.models import Event, StepRun
 from opsgate.runtime import Runtime
 from opsgate.service import Principal
-from opsgate.views import ExecutionStatusView
+from opsgate.views import ExecutionStatusView, StepView
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTER = "alice"
@@ -39,6 +42,7 @@ IN_WINDOW = datetime(2026, 3, 28, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))
 #: What :func:`lab_snapshot` leaves out of a sandbox: tools copied in at each start, and the
 #: fault switches of :func:`inject_fault`.
 NOT_STATE = ("bin", "faults")
+DAY = 24 * 3600
 
 
 def window_clock() -> Any:
@@ -99,28 +103,33 @@ class Library:
         reject: frozenset[str],
         within: float,
     ) -> ExecutionStatusView:
-        with anyio.fail_after(within):
-            while True:
-                # A failed execution is terminal before its rollback runs: the end is a
-                # terminal status that no worker holds any more.
-                execution = self.runtime.store.get_execution(execution_id)
-                if execution.status in EXECUTION_TERMINAL and execution.lease_owner is None:
-                    return await self.service.get_workflow_status(execution_id)
-                await self.decide(execution_id, responses, reject)
-                await anyio.sleep(0.05)
+        try:
+            with anyio.fail_after(within):
+                while True:
+                    # A failed execution is terminal before its rollback runs: the end is a
+                    # terminal status that no worker holds any more.
+                    execution = self.runtime.store.get_execution(execution_id)
+                    if execution.status in EXECUTION_TERMINAL and execution.lease_owner is None:
+                        return await self.service.get_workflow_status(execution_id)
+                    await self.decide(responses, reject)
+                    await anyio.sleep(0.05)
+        except TimeoutError:
+            shown = "\n".join(
+                f"{e.type} {e.step_id} {e.target} {str(e.data)[:200]}"
+                for e in self.events(execution_id)[-15:]
+            )
+            message = f"{execution_id} did not end within {within} s; its last events:\n{shown}"
+            raise TimeoutError(message) from None
 
     async def decide(
-        self,
-        execution_id: str,
-        responses: Mapping[str, Mapping[str, Any]],
-        reject: frozenset[str],
+        self, responses: Mapping[str, Mapping[str, Any]], reject: frozenset[str]
     ) -> None:
+        """Decide every pending approval: the execution's and its child executions' (the
+        library's database holds only the test's own executions)."""
         for name in APPROVERS:
             approver = self.principal(name)
             pending = await self.service.list_pending_approvals(approver)
             for approval in pending.approvals:
-                if approval.execution_id != execution_id:
-                    continue
                 if approval.step_id in reject:
                     await self.service.reject_step(approver, approval.approval_id, comment="no")
                 else:
@@ -133,22 +142,100 @@ class Library:
     def events(self, execution_id: str) -> list[Event]:
         return self.runtime.store.list_events(execution_id)
 
+    def started_on(self, execution_id: str, step_id: str) -> list[str]:
+        """The targets ``step_id``'s runs started on, in the order they started."""
+        return [
+            str(e.target)
+            for e in self.events(execution_id)
+            if e.type == "step.started" and e.step_id == step_id
+        ]
+
     def outputs(self, execution_id: str, step_id: str) -> list[dict[str, Any]]:
         """The published outputs of every run of ``step_id``, in item order (the status view
         does not carry outputs)."""
+        return [dict(run.outputs or {}) for run in self._runs(execution_id, step_id)]
+
+    def outputs_by_target(self, execution_id: str, step_id: str) -> dict[str, dict[str, Any]]:
+        """The published outputs of every run of ``step_id``, by the run's target."""
+        runs = self._runs(execution_id, step_id)
+        return {str(run.target): dict(run.outputs or {}) for run in runs}
+
+    def _runs(self, execution_id: str, step_id: str) -> list[StepRun]:
         runs = [r for r in self.runtime.store.list_step_runs(execution_id) if r.step_id == step_id]
         runs.sort(key=lambda run: -1 if run.item_index is None else run.item_index)
-        return [dict(run.outputs or {}) for run in runs]
+        return runs
+
+
+def step(view: ExecutionStatusView, step_id: str) -> StepView:
+    """The step ``step_id`` of ``view``."""
+    return next(s for s in view.steps if s.step_id == step_id)
+
+
+def errors(view: ExecutionStatusView) -> str:
+    """Every error of ``view`` (the execution's, then each run's), one a line, for assertions."""
+    found = [f"execution: {view.error['message']}"] if view.error else []
+    for s in view.steps:
+        found += [f"{s.step_id} {r.target}: {r.error['message']}" for r in s.runs if r.error]
+    return "\n".join(found)
+
+
+def lab_host(lab: LabState, host: str) -> LabHost:
+    """The lab's SSH host named ``host``."""
+    return next(h for h in lab.hosts if h.name == host)
+
+
+def sandbox(lab: LabState, host: str) -> Path:
+    """The sandbox (the SSH login directory) of ``host``."""
+    return Path(lab_host(lab, host).sandbox)
+
+
+def commands(lab: LabState, host: str) -> list[str]:
+    """Every command line ``host`` has run so far, from its command log."""
+    log = Path(lab_host(lab, host).command_log)
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def tool(lab: LabState, host: str, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``host``'s own stand-in tool ``name`` in its sandbox, as a command over SSH would."""
+    root = sandbox(lab, host)
+    return subprocess.run(
+        [str(root / "bin" / name), *argv],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+
+
+def hook_url(lab: LabState, name: str) -> str:
+    """The URL of the lab's webhook sink ``name`` (read back at ``/hooks/{name}``)."""
+    return f"{lab.health_url}/hooks/{name}"
+
+
+def age(path: Path, days: float) -> None:
+    """Set ``path``'s modification time ``days`` days into the past."""
+    stamp = time.time() - days * DAY
+    os.utime(path, (stamp, stamp))
 
 
 def inject_fault(lab: LabState, host: str, operation: str, message: str = "injected") -> Path:
     """Make a stand-in tool refuse ``operation`` (``"ctr.start"``) on ``host`` until the file
     this returns is removed."""
-    sandbox = next(h.sandbox for h in lab.hosts if h.name == host)
-    switch = Path(sandbox) / "faults" / operation
+    switch = sandbox(lab, host) / "faults" / operation
     switch.parent.mkdir(exist_ok=True)
     switch.write_text(message + "\n")
     return switch
+
+
+@contextmanager
+def fault(lab: LabState, host: str, operation: str, message: str = "injected") -> Iterator[Path]:
+    """:func:`inject_fault` for the length of a ``with`` block."""
+    switch = inject_fault(lab, host, operation, message)
+    try:
+        yield switch
+    finally:
+        switch.unlink()
 
 
 def lab_snapshot(lab: LabState) -> dict[str, str]:

@@ -11,28 +11,20 @@ import hashlib
 import os
 import shutil
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from opsgate.lab import LabState
-from opsgate.views import ExecutionStatusView
-from tests.library.harness import Library, lab_snapshot
+from tests.library.harness import Library, age, errors, lab_snapshot, sandbox, step
 
 pytestmark = pytest.mark.anyio
 
 LAB_HOSTS = ("web-1:web", "web-2:web", "db-1:db")
 #: Everything the tests seed or the blueprints write in a sandbox.
 WORK = ("data", "etc", "backups", "pre-restore", "run", "restore-test")
-DAY = 86400
-
-
-def sandbox(lab: LabState, host: str) -> Path:
-    return Path(next(h.sandbox for h in lab.hosts if h.name == host))
 
 
 @pytest.fixture(autouse=True)
@@ -79,30 +71,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def age(path: Path, days: float) -> None:
-    stamp = time.time() - days * DAY
-    os.utime(path, (stamp, stamp))
-
-
-def outputs(library: Library, view: ExecutionStatusView, step: str) -> dict[str | None, Any]:
-    """The outputs of ``step``'s runs by target (the status view does not carry them)."""
-    runs = library.runtime.store.list_step_runs(view.execution_id)
-    return {run.target: run.outputs for run in runs if run.step_id == step}
-
-
-async def settled(library: Library, view: ExecutionStatusView) -> ExecutionStatusView:
-    """The view once a rollback that follows a failure has ended.
-
-    ``Library.finish`` returns at the first terminal status, and ``failed`` is one even when
-    the rollback starts a moment later; every blueprint here has a rollback plan, so a failed
-    execution always goes on to ``rolled_back`` or ``rollback_failed``."""
-    with anyio.fail_after(120):
-        while view.status in ("failed", "rolling_back"):
-            await anyio.sleep(0.05)
-            view = await library.service.get_workflow_status(view.execution_id)
-    return view
-
-
 async def gate_pending(library: Library, execution_id: str, step_id: str) -> None:
     """Wait until ``step_id``'s gate asks for a decision."""
     bob = library.principal("bob")
@@ -112,14 +80,6 @@ async def gate_pending(library: Library, execution_id: str, step_id: str) -> Non
             if any(a.execution_id == execution_id and a.step_id == step_id for a in pending):
                 return
             await anyio.sleep(0.05)
-
-
-def step(view: ExecutionStatusView, step_id: str) -> Any:
-    return next(s for s in view.steps if s.step_id == step_id)
-
-
-def errors(view: ExecutionStatusView) -> str:
-    return " | ".join(str(run.error) for s in view.steps for run in s.runs if run.error)
 
 
 # --- fleet_backup_orchestration ------------------------------------------------------------
@@ -158,10 +118,10 @@ FLEET_EXAMPLE = {
 
 async def test_fleet_backup_archives_verifies_and_prunes(lab: LabState, library: Library) -> None:
     seed_fleet(lab)
-    view = await settled(library, await library.run("fleet_backup_orchestration", FLEET_EXAMPLE))
+    view = await library.run("fleet_backup_orchestration", FLEET_EXAMPLE)
     assert view.status == "succeeded", errors(view)
 
-    verified = outputs(library, view, "verify")
+    verified = library.outputs_by_target(view.execution_id, "verify")
     for host in ("web-1", "web-2"):
         root = sandbox(lab, host)
         out = verified[host]
@@ -198,22 +158,22 @@ async def test_fleet_backup_archives_verifies_and_prunes(lab: LabState, library:
             f"{new}.sha256",
         ]
     )
-    assert outputs(library, view, "prune")["web-1"]["removed"] == 1
+    assert library.outputs_by_target(view.execution_id, "prune")["web-1"]["removed"] == 1
 
 
 async def test_fleet_backup_without_compression_writes_a_plain_tar(
     lab: LabState, library: Library
 ) -> None:
     seed(sandbox(lab, "db-1"), {"data/pg/base.dat": "rows\n"})
-    view = await settled(
-        library,
-        await library.run(
-            "fleet_backup_orchestration",
-            {"hosts": "db-1", "paths": ["data"], "backup_compression": "none"},
-        ),
+    view = await library.run(
+        "fleet_backup_orchestration",
+        {"hosts": "db-1", "paths": ["data"], "backup_compression": "none"},
     )
     assert view.status == "succeeded", errors(view)
-    archive = sandbox(lab, "db-1") / outputs(library, view, "verify")["db-1"]["archive"]
+    archive = (
+        sandbox(lab, "db-1")
+        / library.outputs_by_target(view.execution_id, "verify")["db-1"]["archive"]
+    )
     assert archive.suffix == ".tar"
     with tarfile.open(archive, "r:") as tar:  # not compressed
         assert "data/pg/base.dat" in tar.getnames()
@@ -224,11 +184,10 @@ async def test_fleet_backup_fails_clearly_when_space_is_short(
 ) -> None:
     seed_fleet(lab)
     before = lab_snapshot(lab)
-    view = await settled(
-        library,
-        await library.run("fleet_backup_orchestration", {**FLEET_EXAMPLE, "min_free_mb": 10485760}),
+    view = await library.run(
+        "fleet_backup_orchestration", {**FLEET_EXAMPLE, "min_free_mb": 10485760}
     )
-    assert view.status == "rolled_back"
+    assert view.status == "rolled_back", errors(view)
     assert step(view, "check_space").status == "failed"
     assert "not enough free space for the backup" in errors(view)
     assert "min_free_mb=10485760" in errors(view)
@@ -238,8 +197,8 @@ async def test_fleet_backup_fails_clearly_when_space_is_short(
 
 async def test_fleet_backup_with_nothing_to_back_up_fails(lab: LabState, library: Library) -> None:
     before = lab_snapshot(lab)
-    view = await settled(library, await library.run("fleet_backup_orchestration", {"hosts": "*"}))
-    assert view.status == "rolled_back"
+    view = await library.run("fleet_backup_orchestration", {"hosts": "*"})
+    assert view.status == "rolled_back", errors(view)
     assert "nothing to back up" in errors(view)
     assert lab_snapshot(lab) == before
 
@@ -256,11 +215,8 @@ async def test_a_failed_snapshot_rolls_back_every_host_and_keeps_old_backups(
     stale.write_text("half a copy")
     before = lab_snapshot(lab)
 
-    view = await settled(
-        library,
-        await library.run("fleet_backup_orchestration", {**FLEET_EXAMPLE, "max_parallel": 1}),
-    )
-    assert view.status == "rolled_back"
+    view = await library.run("fleet_backup_orchestration", {**FLEET_EXAMPLE, "max_parallel": 1})
+    assert view.status == "rolled_back", errors(view)
     runs = {run.target: run.status for run in step(view, "snapshot").runs}
     # web-1's copy was made, then undone; web-2 refused before copying anything.
     assert runs["web-1"] == "rolled_back" and runs["web-2"] == "failed"
@@ -318,14 +274,14 @@ async def test_disaster_recovery_restores_data_and_configuration(
     archive, good = seed_disaster(lab)
     root = sandbox(lab, "web-1")
     damaged = tree(root, "data", "etc")
-    view = await settled(library, await library.run("disaster_recovery", DR_EXAMPLE))
+    view = await library.run("disaster_recovery", DR_EXAMPLE)
     assert view.status == "succeeded", errors(view)
 
     assert tree(root, "data", "etc") == good == archive_tree(archive)
     assert not (root / "data/junk.tmp").exists()
     # The service runs again, and its health was checked.
     assert not (root / "run/maintenance").exists()
-    assert outputs(library, view, "check_health")["web-1"]["status"] == 200
+    assert library.outputs_by_target(view.execution_id, "check_health")["web-1"]["status"] == 200
     # What the restore replaced is kept, untouched, for inspection.
     kept = root / "pre-restore" / view.execution_id
     assert tree(kept, "data", "etc") == damaged
@@ -346,12 +302,9 @@ async def test_a_partial_recovery_restores_only_its_part(
     _, good = seed_disaster(lab)
     root = sandbox(lab, "web-1")
     untouched = tree(root, left)
-    view = await settled(
-        library,
-        await library.run(
-            "disaster_recovery",
-            {**DR_EXAMPLE, "recovery_type": recovery_type, "validation_level": "basic"},
-        ),
+    view = await library.run(
+        "disaster_recovery",
+        {**DR_EXAMPLE, "recovery_type": recovery_type, "validation_level": "basic"},
     )
     assert view.status == "succeeded", errors(view)
     assert tree(root, restored) == {k: v for k, v in good.items() if k.startswith(f"{restored}/")}
@@ -370,8 +323,8 @@ async def test_disaster_recovery_refuses_a_corrupt_archive_before_changing_anyth
     damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte; the .sha256 still names the original
     archive.write_bytes(bytes(damaged))
     before = lab_snapshot(lab)
-    view = await settled(library, await library.run("disaster_recovery", DR_EXAMPLE))
-    assert view.status == "rolled_back"
+    view = await library.run("disaster_recovery", DR_EXAMPLE)
+    assert view.status == "rolled_back", errors(view)
     assert step(view, "validate_backup").status == "failed"
     assert "is corrupt" in errors(view)
     assert step(view, "stop_service").runs == []  # never even asked for approval
@@ -383,11 +336,8 @@ async def test_a_rejected_restore_leaves_the_host_untouched(
 ) -> None:
     seed_disaster(lab)
     before = lab_snapshot(lab)
-    view = await settled(
-        library,
-        await library.run("disaster_recovery", DR_EXAMPLE, reject=frozenset({"stop_service"})),
-    )
-    assert view.status == "rolled_back"
+    view = await library.run("disaster_recovery", DR_EXAMPLE, reject=frozenset({"stop_service"}))
+    assert view.status == "rolled_back", errors(view)
     assert lab_snapshot(lab) == before
     assert step(view, "set_aside_data").runs == []
 
@@ -403,7 +353,7 @@ async def test_a_restore_failing_midway_is_undone(lab: LabState, library: Librar
     )
     await gate_pending(library, started.execution_id, "stop_service")
     archive.write_bytes(original[: len(original) // 2])
-    view = await settled(library, await library.finish(started.execution_id, {}, frozenset(), 120))
+    view = await library.finish(started.execution_id, {}, frozenset(), 120)
 
     assert view.status == "rolled_back", errors(view)
     assert step(view, "set_aside_data").runs[0].status == "rolled_back"
@@ -420,12 +370,9 @@ async def test_an_unhealthy_service_after_the_restore_undoes_it(
     files are removed, the previous ones put back, the flag removed."""
     seed_disaster(lab)
     before = lab_snapshot(lab)
-    view = await settled(
-        library,
-        await library.run(
-            "disaster_recovery",
-            {**DR_EXAMPLE, "health_url": f"{lab.health_url}/no-such-health"},
-        ),
+    view = await library.run(
+        "disaster_recovery",
+        {**DR_EXAMPLE, "health_url": f"{lab.health_url}/no-such-health"},
     )
     assert view.status == "rolled_back", errors(view)
     assert step(view, "restore_config").runs[0].status == "rolled_back"
@@ -441,19 +388,14 @@ async def test_a_fleet_backup_is_what_disaster_recovery_restores(
     root = sandbox(lab, "web-2")
     seed(root, GOOD)
     good = tree(root, "data", "etc")
-    backup = await settled(
-        library, await library.run("fleet_backup_orchestration", {"hosts": "web-2"})
-    )
+    backup = await library.run("fleet_backup_orchestration", {"hosts": "web-2"})
     assert backup.status == "succeeded", errors(backup)
-    archive = outputs(library, backup, "verify")["web-2"]["archive"]
+    archive = library.outputs_by_target(backup.execution_id, "verify")["web-2"]["archive"]
     shutil.rmtree(root / "data")
     (root / "etc/app.conf").write_text("broken\n")
 
-    view = await settled(
-        library,
-        await library.run(
-            "disaster_recovery", {**DR_EXAMPLE, "host": "web-2", "backup_archive": archive}
-        ),
+    view = await library.run(
+        "disaster_recovery", {**DR_EXAMPLE, "host": "web-2", "backup_archive": archive}
     )
     assert view.status == "succeeded", errors(view)
     assert tree(root, "data", "etc") == good
@@ -472,10 +414,10 @@ async def test_backup_and_recovery_proves_the_backup_restores(
 ) -> None:
     root = sandbox(lab, "web-1")
     seed(root, GOOD)
-    view = await settled(library, await library.run("backup_and_recovery", BR_EXAMPLE))
+    view = await library.run("backup_and_recovery", BR_EXAMPLE)
     assert view.status == "succeeded", errors(view)
 
-    made = outputs(library, view, "backup")["web-1"]
+    made = library.outputs_by_target(view.execution_id, "backup")["web-1"]
     archive = root / made["archive"]
     assert archive.name.startswith("web-1-data-") and archive.name.endswith(
         f"-{view.execution_id}.tar.gz"
@@ -485,7 +427,7 @@ async def test_backup_and_recovery_proves_the_backup_restores(
         root / f"{made['archive']}.sha256"
     ).read_text() == f"{sha256(archive)}  {archive.name}\n"
     assert archive_tree(archive) == tree(root, "data")
-    compared = outputs(library, view, "compare")["web-1"]
+    compared = library.outputs_by_target(view.execution_id, "compare")["web-1"]
     assert compared == {"identical": True, "files": 2}
     # The scratch copy is gone; only the archive and its checksum are left in backups/.
     assert sorted(p.name for p in (root / "backups").iterdir()) == sorted(
@@ -503,8 +445,8 @@ async def test_a_failed_test_restore_removes_the_new_backup(
     (root / "backups").mkdir()
     (root / "backups/.restore-test").write_text("not a folder")
     before = lab_snapshot(lab)
-    view = await settled(library, await library.run("backup_and_recovery", BR_EXAMPLE))
-    assert view.status == "rolled_back"
+    view = await library.run("backup_and_recovery", BR_EXAMPLE)
+    assert view.status == "rolled_back", errors(view)
     assert step(view, "test_restore").status == "failed"
     assert step(view, "backup").runs[0].status == "rolled_back"
     assert lab_snapshot(lab) == before

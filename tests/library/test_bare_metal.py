@@ -7,21 +7,28 @@ other's leftovers; the batch tests use address ranges no other test assigns.
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from ruamel.yaml import YAML
 
-from opsgate.engine.statuses import EXECUTION_TERMINAL
 from opsgate.lab import LabState
-from opsgate.views import ExecutionStatusView
 from tests.engine.rehearsal import most_running_at_once
-from tests.library.harness import APPROVERS, ROOT, Library, inject_fault, lab_snapshot
+from tests.library.harness import (
+    ROOT,
+    Library,
+    commands,
+    errors,
+    fault,
+    inject_fault,
+    lab_host,
+    lab_snapshot,
+    sandbox,
+    step,
+    tool,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -31,34 +38,10 @@ TEMPLATES = YAML(typ="safe").load((ROOT / "blueprints/data/bios_templates.yaml")
 LAN_SETTINGS = ("ip_addr_src", "ip_addr", "subnet_mask", "default_gw_ip_addr")
 
 
-def host(lab: LabState, name: str) -> Any:
-    return next(h for h in lab.hosts if h.name == name)
-
-
-def sandbox(lab: LabState, name: str) -> Path:
-    return Path(host(lab, name).sandbox)
-
-
-def tool(lab: LabState, name: str, *argv: str) -> str:
-    """Run a stand-in tool of ``name``'s sandbox directly (for the state before a run)."""
-    done = subprocess.run(
-        [str(sandbox(lab, name) / "bin" / argv[0]), *argv[1:]],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    )
-    return done.stdout
-
-
 def lan(lab: LabState, name: str) -> dict[str, str]:
     """The BMC's stored LAN settings (what ipmi_sim committed)."""
     folder = Path(lab.directory) / "bmc" / name / "lan"
     return {item: (folder / item).read_text().strip() for item in LAN_SETTINGS}
-
-
-def command_log(lab: LabState, name: str) -> str:
-    return Path(host(lab, name).command_log).read_text()
 
 
 def maas(lab: LabState, path: str) -> Any:
@@ -83,69 +66,6 @@ def example(lab: LabState, records: Path, **overrides: Any) -> dict[str, Any]:
     }
 
 
-async def run_with_children(
-    library: Library,
-    name: str,
-    params: Mapping[str, Any],
-    *,
-    reject: frozenset[str] = frozenset(),
-    within: float = 150,
-) -> ExecutionStatusView:
-    """Like ``library.run``, but gates of child executions are decided too (the library's
-    database holds only this test's executions)."""
-    started = await library.service.execute_workflow(library.requester, name, dict(params))
-    view = None
-    with anyio.move_on_after(within):
-        while True:
-            view = await library.service.get_workflow_status(started.execution_id)
-            if view.status in EXECUTION_TERMINAL:
-                return view
-            for approver_name in APPROVERS:
-                approver = library.principal(approver_name)
-                pending = await library.service.list_pending_approvals(approver)
-                for approval in pending.approvals:
-                    if approval.step_id in reject:
-                        await library.service.reject_step(approver, approval.approval_id)
-                    else:
-                        await library.service.approve_step(approver, approval.approval_id)
-            await anyio.sleep(0.05)
-    steps = [(s.step_id, s.status) for s in view.steps] if view else None
-    store = library.runtime.store
-    stuck = [
-        (
-            e.workflow_name,
-            str(e.status),
-            [
-                (r.step_id, str(r.status), r.item_key)
-                for r in store.list_step_runs(e.id)
-                if str(r.status) not in ("succeeded", "skipped")
-            ],
-        )
-        for e in store.list_executions().items
-        if str(e.status) not in EXECUTION_TERMINAL
-    ]
-    raise AssertionError(f"{name} did not end within {within} s: {steps}; unfinished: {stuck}")
-
-
-def failures(view: ExecutionStatusView) -> list[tuple[str, str, Any]]:
-    """What failed, for assertion messages."""
-    return [
-        (s.step_id, s.status, [run.error for run in s.runs if run.error])
-        for s in view.steps
-        if s.status not in ("succeeded", "skipped", "pending") or any(r.error for r in s.runs)
-    ]
-
-
-def outputs(library: Library, view: ExecutionStatusView, step_id: str) -> dict[str, Any]:
-    """The outputs of a step's (first) run, from the store (the status view has none)."""
-    runs = library.runtime.store.list_step_runs(view.execution_id)
-    return dict(next(run for run in runs if run.step_id == step_id).outputs or {})
-
-
-def step(view: ExecutionStatusView, step_id: str) -> Any:
-    return next(s for s in view.steps if s.step_id == step_id)
-
-
 def bios(lab: LabState, name: str) -> dict[str, str]:
     lines = (sandbox(lab, name) / "bios" / "settings").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines)
@@ -154,10 +74,10 @@ def bios(lab: LabState, name: str) -> dict[str, str]:
 async def test_server_provisioning_succeeds_with_its_example_parameters(
     library: Library, lab: LabState, tmp_path: Path
 ) -> None:
-    system_id = host(lab, "srv-01").maas_system_id
+    system_id = lab_host(lab, "srv-01").maas_system_id
     assert maas(lab, f"machines/{system_id}/")["status_name"] == "New"
     view = await library.run("server_provisioning", example(lab, tmp_path))
-    assert view.status == "succeeded", failures(view)
+    assert view.status == "succeeded", errors(view)
     machine = maas(lab, f"machines/{system_id}/")
     assert (machine["status_name"], machine["tag_names"]) == ("Ready", ["provisioned"])
     assert bios(lab, "srv-01") == TEMPLATES["a1.c5.large"]
@@ -167,7 +87,7 @@ async def test_server_provisioning_succeeds_with_its_example_parameters(
         "subnet_mask": "255.255.255.0",
         "default_gw_ip_addr": "10.20.0.1",
     }
-    assert outputs(library, view, "lan_verify")["lan"] == {
+    assert library.outputs(view.execution_id, "lan_verify")[0]["lan"] == {
         "ip_address": "10.20.0.11",
         "netmask": "255.255.255.0",
         "gateway": "10.20.0.1",
@@ -190,15 +110,15 @@ async def test_firmware_first_flashes_by_priority_then_power_cycles(
 ) -> None:
     params = example(lab, tmp_path, server="srv-02", target_ipmi_ip="10.20.0.12")
     view = await library.run("server_provisioning", {**params, "firmware_first": True})
-    assert view.status == "succeeded", failures(view)
-    flashed = outputs(library, view, "firmware_update")["log"].splitlines()
+    assert view.status == "succeeded", errors(view)
+    flashed = library.outputs(view.execution_id, "firmware_update")[0]["log"].splitlines()
     assert flashed == [
         "bmc updated to 2.14.1; reboot to activate",
         "bios updated to 1.6.0; reboot to activate",
         "nic updated to 22.0.9; reboot to activate",
     ]
-    assert "fwutil-update bmc bios nic" in command_log(lab, "srv-02")
-    assert tool(lab, "srv-02", "fwutil", "status") == "pending=none\noutdated=none\n"
+    assert "fwutil-update bmc bios nic" in "\n".join(commands(lab, "srv-02"))
+    assert tool(lab, "srv-02", "fwutil", "status").stdout == "pending=none\noutdated=none\n"
     assert (Path(lab.directory) / "bmc/srv-02/chassis/power").read_text() == "1\n"
     # Flash, then power cycle, then the check: in this order in the event log.
     order = [
@@ -222,8 +142,10 @@ def _everything_but_commissioning(snapshot: dict[str, str], system_id: str) -> d
 async def test_a_lan_fault_rolls_back_the_bios_push(
     library: Library, lab: LabState, tmp_path: Path
 ) -> None:
-    system_id = host(lab, "srv-03").maas_system_id
-    tool(lab, "srv-03", "biosutil", "get", "BootMode")  # the factory settings exist
+    system_id = lab_host(lab, "srv-03").maas_system_id
+    assert (
+        tool(lab, "srv-03", "biosutil", "get", "BootMode").returncode == 0
+    )  # the factory settings exist
     before = lab_snapshot(lab)
     switch = Path(lab.directory) / "faults" / "bmc-srv-03.lan"
     switch.parent.mkdir(exist_ok=True)
@@ -249,8 +171,8 @@ async def test_a_lan_fault_rolls_back_the_bios_push(
 async def test_a_tagging_fault_rolls_back_the_bios_and_the_bmc_lan(
     library: Library, lab: LabState, tmp_path: Path
 ) -> None:
-    system_id = host(lab, "srv-04").maas_system_id
-    tool(lab, "srv-04", "biosutil", "get", "BootMode")
+    system_id = lab_host(lab, "srv-04").maas_system_id
+    assert tool(lab, "srv-04", "biosutil", "get", "BootMode").returncode == 0
     before = lab_snapshot(lab)
     factory_lan = lan(lab, "srv-04")
     switch = Path(lab.directory) / "faults" / "maas.tag"
@@ -273,8 +195,8 @@ async def test_a_tagging_fault_rolls_back_the_bios_and_the_bmc_lan(
 async def test_a_biosutil_fault_at_the_push_rolls_back_to_the_lab_as_it_was(
     library: Library, lab: LabState, tmp_path: Path
 ) -> None:
-    system_id = host(lab, "srv-10").maas_system_id
-    tool(lab, "srv-10", "biosutil", "get", "BootMode")
+    system_id = lab_host(lab, "srv-10").maas_system_id
+    assert tool(lab, "srv-10", "biosutil", "get", "BootMode").returncode == 0
     before = lab_snapshot(lab)
     switch = inject_fault(lab, "srv-10", "biosutil.import", "NVRAM write protected")
     try:
@@ -296,7 +218,7 @@ async def test_a_biosutil_fault_at_the_push_rolls_back_to_the_lab_as_it_was(
 async def test_a_rejected_bios_push_changes_neither_bios_nor_bmc(
     library: Library, lab: LabState, tmp_path: Path
 ) -> None:
-    tool(lab, "srv-05", "biosutil", "get", "BootMode")
+    assert tool(lab, "srv-05", "biosutil", "get", "BootMode").returncode == 0
     settings = bios(lab, "srv-05")
     params = example(lab, tmp_path, server="srv-05", target_ipmi_ip="10.20.0.15")
     view = await library.run("server_provisioning", params, reject=frozenset({"bios_push"}))
@@ -324,13 +246,12 @@ def batch(lab: LabState, records: Path, servers: tuple[str, ...], **overrides: A
 async def test_a_batch_of_12_runs_4_at_a_time_with_12_unique_addresses(
     library: Library, lab: LabState, tmp_path: Path
 ) -> None:
-    view = await run_with_children(
-        library,
+    view = await library.run(
         "batch_commissioning",
         batch(lab, tmp_path, SERVERS, ipmi_range_start="10.30.0.100", ipmi_range_end="10.30.0.140"),
         within=240,
     )
-    assert view.status == "succeeded", failures(view)
+    assert view.status == "succeeded", errors(view)
     events = library.events(view.execution_id)
     # Never more than max_parallel children at once, and really in parallel.
     assert 2 <= most_running_at_once(events, "provision") <= 4
@@ -338,7 +259,7 @@ async def test_a_batch_of_12_runs_4_at_a_time_with_12_unique_addresses(
     assert sorted(addresses.values()) == [f"10.30.0.{n}" for n in range(100, 112)]
     for name in SERVERS:
         assert bios(lab, name) == TEMPLATES["d1.c1.small"], name
-        machine = maas(lab, f"machines/{host(lab, name).maas_system_id}/")
+        machine = maas(lab, f"machines/{lab_host(lab, name).maas_system_id}/")
         assert machine["status_name"] == "Ready" and "provisioned" in machine["tag_names"]
 
 
@@ -350,7 +271,7 @@ async def test_an_address_in_use_is_skipped(
         "server_provisioning",
         example(lab, tmp_path, server="srv-06", target_ipmi_ip="10.40.0.11", gateway="10.40.0.1"),
     )
-    assert first.status == "succeeded", failures(first)
+    assert first.status == "succeeded", errors(first)
     params = batch(
         lab,
         tmp_path,
@@ -359,9 +280,12 @@ async def test_an_address_in_use_is_skipped(
         ipmi_range_end="10.40.0.13",
         gateway="10.40.0.1",
     )
-    view = await run_with_children(library, "batch_commissioning", params)
-    assert view.status == "succeeded", failures(view)
-    assert outputs(library, view, "assign")["addresses"] == "10.40.0.10 10.40.0.12 10.40.0.13"
+    view = await library.run("batch_commissioning", params)
+    assert view.status == "succeeded", errors(view)
+    assert (
+        library.outputs(view.execution_id, "assign")[0]["addresses"]
+        == "10.40.0.10 10.40.0.12 10.40.0.13"
+    )
     assert [lan(lab, name)["ip_addr"] for name in ("srv-07", "srv-08", "srv-09")] == [
         "10.40.0.10",
         "10.40.0.12",
@@ -381,10 +305,49 @@ async def test_a_range_too_small_stops_the_batch_before_any_server(
         ipmi_range_end="10.50.0.11",
         gateway="10.50.0.1",
     )
-    view = await run_with_children(library, "batch_commissioning", params)
+    view = await library.run("batch_commissioning", params)
     assert view.status == "rolled_back", view  # its rollback plan's note ran; nothing to undo
     error = str(step(view, "assignment_check").runs[0].error)
     assert "the IPMI range 10.50.0.10 - 10.50.0.11 has only 2 free address(es)" in error
     assert "for 3 servers: widen the range or provision fewer servers" in error
     assert step(view, "provision").status != "succeeded"
     assert lab_snapshot(lab) == before
+
+
+async def test_a_server_failing_in_a_batch_is_rolled_back_and_the_others_stay_provisioned(
+    library: Library, lab: LabState, tmp_path: Path
+) -> None:
+    """Each server is its own execution: the one whose BIOS push fails rolls itself back to
+    how it was; the batch then fails (over its failure budget) and leaves the servers that
+    were provisioned as they are, by design."""
+    servers = ("srv-05", "srv-06", "srv-07")
+    assert tool(lab, "srv-06", "biosutil", "get", "BootMode").returncode == 0  # factory file
+    before = lab_snapshot(lab)
+    params = batch(
+        lab,
+        tmp_path,
+        servers,
+        ipmi_range_start="10.60.0.10",
+        ipmi_range_end="10.60.0.20",
+        gateway="10.60.0.1",
+        max_failed_percentage=0,
+    )
+    with fault(lab, "srv-06", "biosutil.import", "NVRAM write protected"):
+        view = await library.run("batch_commissioning", params)
+    assert view.status == "rolled_back", errors(view)
+    runs = {run.item_key: run.status for run in step(view, "provision").runs}
+    assert sorted(runs.values()) == ["failed", "succeeded", "succeeded"], runs
+
+    def of(server: str, snapshot: dict[str, str]) -> dict[str, str]:
+        system_id = lab_host(lab, server).maas_system_id
+        mine = (f"{server}:", f"bmc:{server}/")
+        kept = {k: v for k, v in snapshot.items() if k.startswith(mine)}
+        kept["tags"] = snapshot[f"maas:{system_id}"].split(" ", 1)[1]
+        return kept
+
+    after = lab_snapshot(lab)
+    assert of("srv-06", after) == of("srv-06", before)
+    template = TEMPLATES["d1.c1.small"]
+    for server in ("srv-05", "srv-07"):
+        assert lan(lab, server)["ip_addr"].startswith("10.60.0."), server
+        assert {key: bios(lab, server)[key] for key in template} == template, server

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
 from opsgate.lab import LabState
-from opsgate.views import ExecutionStatusView, StepView
-from tests.library.harness import Library, inject_fault, lab_snapshot
+from tests.library.harness import (
+    Library,
+    commands,
+    errors,
+    fault,
+    lab_snapshot,
+    sandbox,
+    step,
+    tool,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -25,21 +30,9 @@ LAB_HOSTS = ("web-1:web", "web-2:web", "web-3:web", "db-1:db")
 WEB = ("web-1", "web-2", "web-3")
 
 
-def sandbox(lab: LabState, host: str) -> Path:
-    return Path(next(h.sandbox for h in lab.hosts if h.name == host))
-
-
 def ctr(lab: LabState, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
     """The host's own ctr, as a command over SSH would run it."""
-    root = sandbox(lab, host)
-    return subprocess.run(
-        [str(root / "bin" / "ctr"), *argv],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
+    return tool(lab, host, "ctr", *argv)
 
 
 def inspect(lab: LabState, host: str, name: str) -> dict[str, str]:
@@ -52,69 +45,6 @@ def containers(lab: LabState, host: str) -> dict[str, str]:
     """NAME → IMAGE STATE of every container on ``host``."""
     listed = ctr(lab, host, "list").stdout.splitlines()
     return {name: f"{image} {state}" for name, image, state in (x.split("\t") for x in listed)}
-
-
-def commands(lab: LabState, host: str) -> list[str]:
-    log = Path(next(h.command_log for h in lab.hosts if h.name == host))
-    return log.read_text().splitlines() if log.exists() else []
-
-
-def started_on(library: Library, execution_id: str, step_id: str) -> list[str]:
-    """The targets a step's runs started on, in order."""
-    return [
-        str(e.target)
-        for e in library.events(execution_id)
-        if e.type == "step.started" and e.step_id == step_id
-    ]
-
-
-async def run(
-    library: Library, name: str, params: dict[str, Any], **options: Any
-) -> ExecutionStatusView:
-    """Like ``library.run``, with two workarounds (both reported to the lead):
-
-    - it waits past ``failed`` while a rollback follows: ``failed`` is terminal for a moment
-      before ``rolling_back`` (these blueprints all have a ``rollback_plan.on_failure``);
-    - an execution left ``waiting_approval`` after every gate was decided (the worker parked
-      it just as the decision came: a lost wake-up) is woken, as the periodic look would if
-      the parked row's ``wake_at`` were not the gate's deadline.
-
-    On a timeout the failure shows the end of the event log."""
-    started = await library.service.execute_workflow(library.requester, name, dict(params))
-    execution_id = started.execution_id
-    responses = options.get("responses", {})
-    reject = options.get("reject", frozenset())
-    stuck = 0
-    try:
-        with anyio.fail_after(60):
-            while True:
-                view = await library.service.get_workflow_status(execution_id)
-                if view.status in ("succeeded", "rolled_back", "rollback_failed", "cancelled"):
-                    return view
-                await library.decide(execution_id, responses, reject)
-                pending = await library.service.list_pending_approvals(library.principal("bob"))
-                waiting = view.status == "waiting_approval" and not any(
-                    a.execution_id == execution_id for a in pending.approvals
-                )
-                stuck = stuck + 1 if waiting else 0
-                if stuck > 20:
-                    library.runtime.store.wake_execution(execution_id)
-                    library.runtime.worker.wake(execution_id)
-                    stuck = 0
-                await anyio.sleep(0.05)
-    except TimeoutError:
-        events = library.events(execution_id)[-15:]
-        shown = "\n".join(f"{e.type} {e.step_id} {e.target} {str(e.data)[:200]}" for e in events)
-        pytest.fail(f"{name} did not finish; its last events:\n{shown}")
-
-
-def errors(view: ExecutionStatusView) -> str:
-    """Every run's error message, one per line."""
-    return "\n".join(str(run.error["message"]) for s in view.steps for run in s.runs if run.error)
-
-
-def step(view: ExecutionStatusView, step_id: str) -> StepView:
-    return next(s for s in view.steps if s.step_id == step_id)
 
 
 # ---------------------------------------------------------------- environment_provisioning
@@ -130,8 +60,8 @@ EXAMPLE_ENVIRONMENT = {
 async def test_provisioning_spreads_configures_starts_and_backs_up_containers(
     library: Library, lab: LabState
 ) -> None:
-    view = await run(library, "environment_provisioning", EXAMPLE_ENVIRONMENT)
-    assert view.status == "succeeded", view.error
+    view = await library.run("environment_provisioning", EXAMPLE_ENVIRONMENT)
+    assert view.status == "succeeded", errors(view)
     try:
         expected = {
             "web-1": ["qa-42-api-01", "qa-42-api-04"],
@@ -172,16 +102,12 @@ async def test_provisioning_that_fails_to_start_a_container_removes_everything(
     library: Library, lab: LabState
 ) -> None:
     before = lab_snapshot(lab)
-    switch = inject_fault(lab, "web-2", "ctr.start", "no capacity")
-    try:
-        view = await run(
-            library,
+    with fault(lab, "web-2", "ctr.start", "no capacity"):
+        view = await library.run(
             "environment_provisioning",
             {**EXAMPLE_ENVIRONMENT, "environment_name": "qa-43"},
         )
-    finally:
-        switch.unlink()
-    assert view.status == "rolled_back", view.error
+    assert view.status == "rolled_back", errors(view)
     assert "no capacity" in str(step(view, "deploy").runs[1].error)
     assert lab_snapshot(lab) == before
     # created, started on two hosts, then removed again by the compensations
@@ -193,12 +119,11 @@ async def test_provisioning_with_an_unhealthy_image_removes_everything(
     library: Library, lab: LabState
 ) -> None:
     before = lab_snapshot(lab)
-    view = await run(
-        library,
+    view = await library.run(
         "environment_provisioning",
         {**EXAMPLE_ENVIRONMENT, "environment_name": "qa-44", "image": "registry.local/api:broken"},
     )
-    assert view.status == "rolled_back", view.error
+    assert view.status == "rolled_back", errors(view)
     assert "unhealthy: qa-44-api-01 runs registry.local/api:broken" in errors(view)
     assert lab_snapshot(lab) == before
 
@@ -207,14 +132,13 @@ async def test_provisioning_refused_at_the_allocation_gate_changes_nothing(
     library: Library, lab: LabState
 ) -> None:
     before = lab_snapshot(lab)
-    view = await run(
-        library,
+    view = await library.run(
         "environment_provisioning",
         {**EXAMPLE_ENVIRONMENT, "environment_name": "qa-45"},
         reject=frozenset({"allocate"}),
     )
-    assert view.status == "rolled_back", view.error
-    assert started_on(library, view.execution_id, "create") == []
+    assert view.status == "rolled_back", errors(view)
+    assert library.started_on(view.execution_id, "create") == []
     assert lab_snapshot(lab) == before
 
 
@@ -247,8 +171,8 @@ async def test_each_strategy_upgrades_every_host_and_keeps_the_snapshot(
     library: Library, lab: LabState, shop: str, strategy: str
 ) -> None:
     params = {**upgrade(shop, strategy), "batch_size": 2}
-    view = await run(library, "safe_container_upgrade", params)
-    assert view.status == "succeeded", view.error
+    view = await library.run("safe_container_upgrade", params)
+    assert view.status == "succeeded", errors(view)
     tag = f"pre-upgrade-{view.execution_id}"
     for host in WEB:
         assert containers(lab, host) == {shop: "registry.local/shop:2.0 running"}
@@ -279,10 +203,10 @@ async def test_rolling_upgrade_with_a_broken_image_stops_after_the_first_batch(
     library: Library, lab: LabState, shop: str
 ) -> None:
     before = lab_snapshot(lab)
-    view = await run(library, "safe_container_upgrade", upgrade(shop, "rolling", "shop:broken"))
-    assert view.status == "rolled_back", view.error
+    view = await library.run("safe_container_upgrade", upgrade(shop, "rolling", "shop:broken"))
+    assert view.status == "rolled_back", errors(view)
     # batch_size 1: web-1 was upgraded and failed its health check; nothing else started
-    assert started_on(library, view.execution_id, "rolling_upgrade") == ["web-1"]
+    assert library.started_on(view.execution_id, "rolling_upgrade") == ["web-1"]
     assert [r.status for r in step(view, "rolling_upgrade").runs] == [
         "failed",
         "cancelled",
@@ -298,9 +222,9 @@ async def test_canary_with_a_broken_image_never_reaches_the_other_hosts(
     library: Library, lab: LabState, shop: str
 ) -> None:
     before = lab_snapshot(lab)
-    view = await run(library, "safe_container_upgrade", upgrade(shop, "canary", "shop:broken"))
-    assert view.status == "rolled_back", view.error
-    assert started_on(library, view.execution_id, "promote") == []
+    view = await library.run("safe_container_upgrade", upgrade(shop, "canary", "shop:broken"))
+    assert view.status == "rolled_back", errors(view)
+    assert library.started_on(view.execution_id, "promote") == []
     pending = [a for a in library.events(view.execution_id) if a.type == "step.waiting_approval"]
     assert pending == []  # the gate before the rest was never even opened
     for host in ("web-2", "web-3"):
@@ -313,9 +237,9 @@ async def test_blue_green_with_a_broken_image_never_switches(
     library: Library, lab: LabState, shop: str
 ) -> None:
     before = lab_snapshot(lab)
-    view = await run(library, "safe_container_upgrade", upgrade(shop, "blue_green", "shop:broken"))
-    assert view.status == "rolled_back", view.error
-    assert started_on(library, view.execution_id, "switch") == []
+    view = await library.run("safe_container_upgrade", upgrade(shop, "blue_green", "shop:broken"))
+    assert view.status == "rolled_back", errors(view)
+    assert library.started_on(view.execution_id, "switch") == []
     assert lab_snapshot(lab) == before  # the green containers are gone again
 
 
@@ -323,12 +247,9 @@ async def test_a_failing_switch_puts_blue_back_everywhere(
     library: Library, lab: LabState, shop: str
 ) -> None:
     before = lab_snapshot(lab)
-    switch = inject_fault(lab, "web-3", "ctr.rename")
-    try:
-        view = await run(library, "safe_container_upgrade", upgrade(shop, "blue_green"))
-    finally:
-        switch.unlink()
-    assert view.status == "rolled_back", view.error
+    with fault(lab, "web-3", "ctr.rename"):
+        view = await library.run("safe_container_upgrade", upgrade(shop, "blue_green"))
+    assert view.status == "rolled_back", errors(view)
     assert lab_snapshot(lab) == before
     for host in WEB:
         assert containers(lab, host) == {shop: "registry.local/shop:1.0 running"}
@@ -338,14 +259,11 @@ async def test_a_refused_upgrade_fault_restores_the_snapshot(
     library: Library, lab: LabState, shop: str
 ) -> None:
     before = lab_snapshot(lab)
-    switch = inject_fault(lab, "web-2", "ctr.upgrade", "registry unreachable")
-    try:
-        view = await run(
-            library, "safe_container_upgrade", {**upgrade(shop, "rolling"), "batch_size": 3}
+    with fault(lab, "web-2", "ctr.upgrade", "registry unreachable"):
+        view = await library.run(
+            "safe_container_upgrade", {**upgrade(shop, "rolling"), "batch_size": 3}
         )
-    finally:
-        switch.unlink()
-    assert view.status == "rolled_back", view.error
+    assert view.status == "rolled_back", errors(view)
     assert "registry unreachable" in errors(view)
     assert lab_snapshot(lab) == before
 
@@ -356,8 +274,8 @@ async def test_outside_the_maintenance_window_nothing_runs(
     # the harness's clock is a Saturday 10:00 in Berlin
     params = {**upgrade(shop, "rolling"), "maintenance_window": "Mon-Fri 22:00-06:00"}
     before = lab_snapshot(lab)
-    view = await run(library, "safe_container_upgrade", params)
-    assert view.status == "rolled_back", view.error
+    view = await library.run("safe_container_upgrade", params)
+    assert view.status == "rolled_back", errors(view)
     assert "not inside the maintenance window 'Mon-Fri 22:00-06:00'" in errors(view)
-    assert started_on(library, view.execution_id, "preflight") == []
+    assert library.started_on(view.execution_id, "preflight") == []
     assert lab_snapshot(lab) == before

@@ -11,13 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
 from opsgate.lab import LabState
-from opsgate.views import ExecutionStatusView
-from tests.library.harness import Library, lab_snapshot
+from tests.library.harness import Library, errors, hook_url, lab_snapshot, step
 
 pytestmark = pytest.mark.anyio
 
@@ -34,14 +32,16 @@ ORDER_RULES: dict[str, Any] = {
 }
 
 
+def pipeline(lab: LabState, destination: str, **more: Any) -> dict[str, Any]:
+    """data_pipeline's parameters: the example's rules on the lab's ``orders``, into
+    ``destination``, with ``more`` on top."""
+    return {"source_url": lab.health_url, **ORDER_RULES, "destination": destination, **more}
+
+
 @pytest.fixture
 async def service(lab: LabState) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=lab.health_url, timeout=5) as client:
         yield client
-
-
-def hook_url(lab: LabState, name: str) -> str:
-    return f"{lab.health_url}/hooks/{name}"
 
 
 def transformed(records: list[dict[str, Any]], execution_id: str) -> list[dict[str, Any]]:
@@ -64,37 +64,16 @@ async def everything(service: httpx.AsyncClient) -> dict[str, Any]:
     return {name: (await service.get(f"/data/{name}")).json()["records"] for name in names}
 
 
-def step(view: Any, step_id: str) -> Any:
-    return next(s for s in view.steps if s.step_id == step_id)
-
-
-async def rolled_back(library: Library, view: ExecutionStatusView) -> ExecutionStatusView:
-    """The view once the rollback that follows a failure has ended.
-
-    ``Library.run`` returns at the first terminal status, and ``failed`` is one even when
-    compensations are about to run; wait (at most 20 s) for ``rolled_back`` or another end."""
-    with anyio.move_on_after(20):
-        while view.status in {"failed", "rolling_back"}:
-            await anyio.sleep(0.05)
-            view = await library.service.get_workflow_status(view.execution_id)
-    return view
-
-
 # data_pipeline ------------------------------------------------------------------------------
 
 
 async def test_pipeline_loads_exactly_the_transformed_records(
     library: Library, lab: LabState, service: httpx.AsyncClient
 ) -> None:
-    params = {
-        "source_url": lab.health_url,
-        **ORDER_RULES,
-        "destination": "orders_clean",
-        "notify_url": hook_url(lab, "orders-loaded"),
-    }
+    params = pipeline(lab, "orders_clean", notify_url=hook_url(lab, "orders-loaded"))
     try:
         view = await library.run("data_pipeline", params)
-        assert view.status == "succeeded", view
+        assert view.status == "succeeded", errors(view)
         assert step(view, "load_production").status == "skipped"  # staging: no gate
         source = (await service.get("/data/orders")).json()["records"]
         loaded = (await service.get("/data/orders_clean")).json()
@@ -121,16 +100,12 @@ async def test_bad_rows_fail_validation_before_anything_is_loaded(
     library: Library, lab: LabState, service: httpx.AsyncClient
 ) -> None:
     before = await everything(service)
-    params = {
-        "source_url": lab.health_url,
-        **ORDER_RULES,
-        "dataset": "orders_dirty",
-        "destination": "orders_dirty_clean",
-        "notify_url": hook_url(lab, "dirty-loaded"),
-    }
-    view = await rolled_back(library, await library.run("data_pipeline", params))
+    params = pipeline(
+        lab, "orders_dirty_clean", dataset="orders_dirty", notify_url=hook_url(lab, "dirty-loaded")
+    )
+    view = await library.run("data_pipeline", params)
     # Nothing was written; the rollback plan only records that the run was stopped.
-    assert view.status == "rolled_back", view
+    assert view.status == "rolled_back", errors(view)
     validate = step(view, "validate")
     assert validate.status == "failed"
     message = validate.runs[0].error["message"]
@@ -151,16 +126,10 @@ async def test_bad_rows_fail_validation_before_anything_is_loaded(
 async def test_quarantine_loads_the_good_rows_and_keeps_the_bad_ones(
     library: Library, lab: LabState, service: httpx.AsyncClient
 ) -> None:
-    params = {
-        "source_url": lab.health_url,
-        **ORDER_RULES,
-        "dataset": "orders_dirty",
-        "destination": "orders_q",
-        "on_bad_rows": "quarantine",
-    }
+    params = pipeline(lab, "orders_q", dataset="orders_dirty", on_bad_rows="quarantine")
     try:
         view = await library.run("data_pipeline", params)
-        assert view.status == "succeeded", view
+        assert view.status == "succeeded", errors(view)
         assert step(view, "notify").status == "skipped"  # no notify_url
         loaded = (await service.get("/data/orders_q")).json()["records"]
         assert [r["id"] for r in loaded] == [1001, 1002, 1003]
@@ -187,17 +156,16 @@ async def test_a_failure_after_the_load_puts_every_dataset_back(
     await service.put("/data/orders_rb", json=previous)
     await service.post("/hooks/rb-loaded/fail", params={"count": 100})
     before, sandboxes = await everything(service), lab_snapshot(lab)
-    params = {
-        "source_url": lab.health_url,
-        **ORDER_RULES,
-        "dataset": "orders_dirty",
-        "destination": "orders_rb",
-        "on_bad_rows": "quarantine",
-        "notify_url": hook_url(lab, "rb-loaded"),
-    }
+    params = pipeline(
+        lab,
+        "orders_rb",
+        dataset="orders_dirty",
+        on_bad_rows="quarantine",
+        notify_url=hook_url(lab, "rb-loaded"),
+    )
     try:
-        view = await rolled_back(library, await library.run("data_pipeline", params))
-        assert view.status == "rolled_back", view
+        view = await library.run("data_pipeline", params)
+        assert view.status == "rolled_back", errors(view)
         assert step(view, "notify").status == "failed"
         assert step(view, "notify").attempts == 3
         assert step(view, "load").status == "rolled_back"
@@ -215,22 +183,16 @@ async def test_a_production_load_waits_for_a_manager_and_a_refusal_changes_nothi
     library: Library, lab: LabState, service: httpx.AsyncClient
 ) -> None:
     before = await everything(service)
-    params = {
-        "source_url": lab.health_url,
-        **ORDER_RULES,
-        "destination": "orders_prod",
-        "environment": "production",
-    }
-    rejected = await library.run("data_pipeline", params, reject=frozenset({"load_production"}))
-    view = await rolled_back(library, rejected)
-    assert view.status == "rolled_back", view
+    params = pipeline(lab, "orders_prod", environment="production")
+    view = await library.run("data_pipeline", params, reject=frozenset({"load_production"}))
+    assert view.status == "rolled_back", errors(view)
     assert step(view, "load").status == "skipped"
     assert step(view, "load_production").status == "failed"
     assert await everything(service) == before
 
     try:
         approved = await library.run("data_pipeline", params)
-        assert approved.status == "succeeded", approved
+        assert approved.status == "succeeded", errors(approved)
         gate = [e for e in library.events(approved.execution_id) if e.type.startswith("approval")]
         assert gate, "the production load was not gated"
         assert (await service.get("/data/orders_prod")).json()["count"] == 5
@@ -249,9 +211,9 @@ async def test_a_load_the_service_refuses_ends_rolled_back_with_nothing_changed(
             await service.delete("/data/fault_probe")
             pytest.skip("the lab's HTTP service does not see the lab's fault switches yet")
         before = await everything(service)
-        params = {"source_url": lab.health_url, **ORDER_RULES, "destination": "orders_f"}
-        view = await rolled_back(library, await library.run("data_pipeline", params))
-        assert view.status == "rolled_back", view
+        params = pipeline(lab, "orders_f")
+        view = await library.run("data_pipeline", params)
+        assert view.status == "rolled_back", errors(view)
         load = step(view, "load")
         assert load.status == "failed" and load.attempts == 3
         assert "injected fault (put_data): storage is read-only" in load.runs[0].error["message"]
@@ -277,7 +239,7 @@ async def test_a_notification_reaches_every_webhook_once(
     }
     try:
         view = await library.run("notification_flow", params)
-        assert view.status == "succeeded", view
+        assert view.status == "succeeded", errors(view)
         for name in hooks:
             received = (await service.get(f"/hooks/{name}")).json()
             assert received["count"] == 1 and received["attempts"] == 1
@@ -310,7 +272,7 @@ async def test_retries_after_503s_deliver_exactly_once(
     }
     try:
         view = await library.run("notification_flow", params)
-        assert view.status == "succeeded", view
+        assert view.status == "succeeded", errors(view)
         runs = {run.item_key: run for run in step(view, "send").runs}
         assert sorted(run.attempts for run in runs.values()) == [1, 3]
         flaky = (await service.get("/hooks/flaky")).json()
@@ -333,7 +295,7 @@ async def test_a_webhook_that_keeps_failing_fails_the_flow(
     try:
         view = await library.run("notification_flow", params)
         # A notification cannot be unsent: nothing to roll back, the run just fails.
-        assert view.status == "failed", view
+        assert view.status == "failed", errors(view)
         assert step(view, "send").attempts == 5
         dead = (await service.get("/hooks/dead")).json()
         assert (dead["attempts"], dead["count"]) == (5, 0)

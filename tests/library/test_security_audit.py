@@ -12,23 +12,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
 from opsgate.lab import LabState
-from opsgate.views import ExecutionStatusView
-from tests.library.harness import Library, lab_snapshot
+from tests.library.harness import Library, errors, hook_url, lab_snapshot, step
 
 pytestmark = pytest.mark.anyio
 
 LAB_HOSTS = ("web-1:web", "db-1:db")
 
 GOOD_SSHD = "# hardened\nPermitRootLogin no\nPasswordAuthentication no\n"
-
-
-def sandbox(lab: LabState, host: str) -> Path:
-    return Path(next(h.sandbox for h in lab.hosts if h.name == host))
 
 
 @pytest.fixture
@@ -57,10 +51,6 @@ async def sink(lab: LabState) -> AsyncIterator[httpx.AsyncClient]:
         await client.delete("/hooks/audit")
 
 
-def report_url(lab: LabState) -> str:
-    return f"{lab.health_url}/hooks/audit"
-
-
 async def posted_report(sink: httpx.AsyncClient) -> dict[str, Any]:
     received = (await sink.get("/hooks/audit")).json()
     assert received["count"] == 1, received
@@ -76,23 +66,13 @@ def checks(report: dict[str, Any], host: str) -> set[tuple[str, str]]:
     return {(f["severity"], f["check"]) for f in host_report(report, host)["findings"]}
 
 
-async def settled(library: Library, view: ExecutionStatusView) -> ExecutionStatusView:
-    """The view once a failure's follow-up (if any) is over (``failed`` is terminal already,
-    but the engine may still move it on)."""
-    with anyio.move_on_after(5):
-        while view.status == "rolling_back":
-            await anyio.sleep(0.05)
-            view = await library.service.get_workflow_status(view.execution_id)
-    return view
-
-
 async def test_clean_hosts_pass_and_the_report_is_posted(
     library: Library, lab: LabState, seeded: dict[str, Path], sink: httpx.AsyncClient
 ) -> None:
     before = lab_snapshot(lab)
-    params = {"hosts": "*", "report_url": report_url(lab), "fail_on_findings": True}
+    params = {"hosts": "*", "report_url": hook_url(lab, "audit"), "fail_on_findings": True}
     view = await library.run("security_audit", params)
-    assert view.status == "succeeded", view
+    assert view.status == "succeeded", errors(view)
     report = await posted_report(sink)
     assert report["verdict"] == "pass" and report["execution"] == view.execution_id
     assert [h["host"] for h in report["hosts"]] == ["web-1", "db-1"]
@@ -120,9 +100,9 @@ async def test_a_world_writable_file_and_a_bad_sshd_config_are_found(
         "PermitRootLogin yes\n#PasswordAuthentication no\n"
     )
     before = lab_snapshot(lab)
-    view = await library.run("security_audit", {"report_url": report_url(lab)})
+    view = await library.run("security_audit", {"report_url": hook_url(lab, "audit")})
     # fail_on_findings is false by default: the report is the product.
-    assert view.status == "succeeded", view
+    assert view.status == "succeeded", errors(view)
     report = await posted_report(sink)
     assert report["verdict"] == "fail" and report["critical"] == 2
     web = host_report(report, "web-1")
@@ -145,11 +125,10 @@ async def test_critical_findings_fail_the_run_when_asked_after_posting_the_repor
     library: Library, lab: LabState, seeded: dict[str, Path], sink: httpx.AsyncClient
 ) -> None:
     (seeded["db-1"] / "etc/ssh/sshd_config").write_text("PermitRootLogin yes\n")
-    params = {"hosts": "db-1", "report_url": report_url(lab), "fail_on_findings": True}
-    view = await settled(library, await library.run("security_audit", params))
-    assert view.status == "failed", view
-    verdict = next(s for s in view.steps if s.step_id == "verdict")
-    message = verdict.runs[0].error["message"]  # type: ignore[index]
+    params = {"hosts": "db-1", "report_url": hook_url(lab, "audit"), "fail_on_findings": True}
+    view = await library.run("security_audit", params)
+    assert view.status == "failed", errors(view)
+    message = step(view, "verdict").runs[0].error["message"]  # type: ignore[index]
     assert "1 critical finding(s): db-1: permit_root_login:" in message
     assert (await posted_report(sink))["verdict"] == "fail"
 
@@ -167,8 +146,8 @@ async def test_ssh_dir_permissions_and_a_missing_sshd_config_are_reported(
     (ssh / "id_ed25519.pub").write_text("public\n")
     (ssh / "id_ed25519.pub").chmod(0o644)
     (seeded["db-1"] / "etc/ssh/sshd_config").unlink()
-    view = await library.run("security_audit", {"report_url": report_url(lab)})
-    assert view.status == "succeeded", view
+    view = await library.run("security_audit", {"report_url": hook_url(lab, "audit")})
+    assert view.status == "succeeded", errors(view)
     report = await posted_report(sink)
     assert checks(report, "web-1") == {
         ("high", "ssh_dir_permissions"),

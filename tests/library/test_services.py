@@ -13,44 +13,31 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
 from opsgate.lab import LabState
-from opsgate.views import ExecutionStatusView
-from tests.library.harness import Library, inject_fault, lab_snapshot
+from tests.library.harness import (
+    Library,
+    age,
+    commands,
+    errors,
+    fault,
+    lab_snapshot,
+    sandbox,
+    tool,
+)
 
 pytestmark = pytest.mark.anyio
 
 LAB_HOSTS = ("web-1:web", "web-2:web", "db-1:db")
 WEB = ("web-1", "web-2")
-DAY = 24 * 3600
-
-
-def sandbox(lab: LabState, host: str) -> Path:
-    return Path(next(h.sandbox for h in lab.hosts if h.name == host))
 
 
 def systemctl(lab: LabState, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    root = sandbox(lab, host)
-    return subprocess.run(
-        [str(root / "bin" / "systemctl"), *argv],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-
-
-def commands(lab: LabState, host: str) -> list[str]:
-    log = Path(next(h.command_log for h in lab.hosts if h.name == host))
-    return log.read_text().splitlines() if log.exists() else []
+    return tool(lab, host, "systemctl", *argv)
 
 
 def restarts(lab: LabState, host: str, unit: str) -> int:
@@ -60,48 +47,6 @@ def restarts(lab: LabState, host: str, unit: str) -> int:
 
 def without(state: dict[str, str], *parts: str) -> dict[str, str]:
     return {k: v for k, v in state.items() if not any(p in k for p in parts)}
-
-
-def errors(view: ExecutionStatusView) -> str:
-    return "\n".join(str(run.error["message"]) for s in view.steps for run in s.runs if run.error)
-
-
-async def run(
-    library: Library, name: str, params: dict[str, Any], **options: Any
-) -> ExecutionStatusView:
-    """Like ``library.run``, with two workarounds (both reported to the lead):
-
-    - it waits past ``failed`` while a rollback follows: ``failed`` is terminal for a moment
-      before ``rolling_back`` (these blueprints all have a ``rollback_plan.on_failure``);
-    - an execution left ``waiting_approval`` after every gate was decided (the worker parked
-      it just as the decision came: a lost wake-up) is woken.
-    """
-    started = await library.service.execute_workflow(library.requester, name, dict(params))
-    execution_id = started.execution_id
-    responses = options.get("responses", {})
-    reject = options.get("reject", frozenset())
-    stuck = 0
-    try:
-        with anyio.fail_after(60):
-            while True:
-                view = await library.service.get_workflow_status(execution_id)
-                if view.status in ("succeeded", "rolled_back", "rollback_failed", "cancelled"):
-                    return view
-                await library.decide(execution_id, responses, reject)
-                pending = await library.service.list_pending_approvals(library.principal("bob"))
-                waiting = view.status == "waiting_approval" and not any(
-                    a.execution_id == execution_id for a in pending.approvals
-                )
-                stuck = stuck + 1 if waiting else 0
-                if stuck > 20:
-                    library.runtime.store.wake_execution(execution_id)
-                    library.runtime.worker.wake(execution_id)
-                    stuck = 0
-                await anyio.sleep(0.05)
-    except TimeoutError:
-        events = library.events(execution_id)[-15:]
-        shown = "\n".join(f"{e.type} {e.step_id} {e.target} {str(e.data)[:200]}" for e in events)
-        pytest.fail(f"{name} did not finish; its last events:\n{shown}")
 
 
 @pytest.fixture
@@ -129,8 +74,8 @@ def token(tmp_path: Path) -> str:
 async def test_restart_service_restarts_the_unit_everywhere(
     library: Library, lab: LabState, unit: str, token: str
 ) -> None:
-    view = await run(
-        library, "restart_service", {"service": unit, "hosts": "group:web", "api_token": token}
+    view = await library.run(
+        "restart_service", {"service": unit, "hosts": "group:web", "api_token": token}
     )
     assert view.status == "succeeded", errors(view)
     for host in WEB:
@@ -149,12 +94,11 @@ async def test_restart_service_restarts_a_failed_unit(
     library: Library, lab: LabState, unit: str, token: str
 ) -> None:
     (sandbox(lab, "web-2") / "services" / unit).write_text("failed\n")
-    view = await run(
-        library, "restart_service", {"service": unit, "hosts": "web-2", "api_token": token}
+    view = await library.run(
+        "restart_service", {"service": unit, "hosts": "web-2", "api_token": token}
     )
     assert view.status == "succeeded", errors(view)
-    check = next(e for e in library.events(view.execution_id) if e.type == "step.succeeded")
-    assert check.data["outputs"] == {"state": "failed"}
+    assert library.outputs(view.execution_id, "check") == [{"state": "failed"}]
     assert (sandbox(lab, "web-2") / "services" / unit).read_text() == "active\n"
 
 
@@ -162,12 +106,9 @@ async def test_restart_service_that_fails_on_a_host_starts_the_unit_again(
     library: Library, lab: LabState, unit: str, token: str
 ) -> None:
     before = lab_snapshot(lab)
-    switch = inject_fault(lab, "web-2", "systemctl.restart", "unit is masked")
-    try:
+    with fault(lab, "web-2", "systemctl.restart", "unit is masked"):
         params = {"service": unit, "hosts": "group:web", "batch_size": 1, "api_token": token}
-        view = await run(library, "restart_service", params)
-    finally:
-        switch.unlink()
+        view = await library.run("restart_service", params)
     assert view.status == "rolled_back", errors(view)
     assert "unit is masked" in errors(view)
     # web-1 restarted (that cannot be undone: its restart record stays), then was started again
@@ -198,10 +139,9 @@ def files(lab: LabState) -> Iterator[dict[str, Path]]:
     made["gen1"].write_bytes(gzip.compress(b"line 2\n"))
     made["gen2"].write_bytes(gzip.compress(b"line 1\n"))
     made["empty"].write_text("")
-    for name, age in (("old", 8), ("older", 30), ("new", 1)):
+    for name, days in (("old", 8), ("older", 30), ("new", 1)):
         made[name].write_text(f"{name}\n")
-        stamp = time.time() - age * DAY
-        os.utime(made[name], (stamp, stamp))
+        age(made[name], days)
     yield made
     shutil.rmtree(root / "logs", ignore_errors=True)
     shutil.rmtree(root / "tmp", ignore_errors=True)
@@ -213,7 +153,7 @@ MAINTENANCE = {"hosts": "group:web", "keep_logs": 2, "tmp_max_age_days": 7}
 async def test_maintenance_rotates_logs_cleans_tmp_and_restarts(
     library: Library, lab: LabState, files: dict[str, Path], unit: str
 ) -> None:
-    view = await run(library, "system_maintenance", {**MAINTENANCE, "service": unit})
+    view = await library.run("system_maintenance", {**MAINTENANCE, "service": unit})
     assert view.status == "succeeded", errors(view)
     logs = files["log"].parent
     # keep 2: the new generation 1, the old 1 is now 2, the old 2 is gone
@@ -230,8 +170,7 @@ async def test_maintenance_rotates_logs_cleans_tmp_and_restarts(
     assert files["new"].read_text() == "new\n"
     assert not (sandbox(lab, "web-1") / ".maintenance").exists()
     assert [restarts(lab, h, unit) for h in WEB] == [1, 1]
-    report = [e for e in library.events(view.execution_id) if e.step_id == "report"]
-    message = report[-1].data["outputs"]["message"]
+    message = library.outputs(view.execution_id, "report")[-1]["message"]
     assert "logs rotated 1, 0" in message and "temporary files removed 2, 0" in message
 
 
@@ -239,11 +178,8 @@ async def test_maintenance_that_fails_to_restart_puts_every_file_back(
     library: Library, lab: LabState, files: dict[str, Path], unit: str
 ) -> None:
     before = lab_snapshot(lab)
-    switch = inject_fault(lab, "web-1", "systemctl.restart", "unit is masked")
-    try:
-        view = await run(library, "system_maintenance", {**MAINTENANCE, "service": unit})
-    finally:
-        switch.unlink()
+    with fault(lab, "web-1", "systemctl.restart", "unit is masked"):
+        view = await library.run("system_maintenance", {**MAINTENANCE, "service": unit})
     assert view.status == "rolled_back", errors(view)
     assert "unit is masked" in errors(view)
     assert any("gzip -c" in c for c in commands(lab, "web-1"))  # it did rotate, then undid it
@@ -256,8 +192,7 @@ async def test_maintenance_refused_at_the_restart_gate_puts_every_file_back(
     library: Library, lab: LabState, files: dict[str, Path], unit: str
 ) -> None:
     before = lab_snapshot(lab)
-    view = await run(
-        library,
+    view = await library.run(
         "system_maintenance",
         {**MAINTENANCE, "service": unit},
         reject=frozenset({"approve_restart"}),
@@ -301,7 +236,7 @@ async def test_deployment_switches_each_host_to_the_new_release(
     library: Library, lab: LabState, app: str, tmp_path: Path
 ) -> None:
     first = {"app": app, "version": "1.0.0", "artifact": str(release(tmp_path, "1.0.0"))}
-    view = await run(library, "project_deployment", first)
+    view = await library.run("project_deployment", first)
     assert view.status == "succeeded", errors(view)
     second = {
         **first,
@@ -309,7 +244,7 @@ async def test_deployment_switches_each_host_to_the_new_release(
         "artifact": str(release(tmp_path, "1.1.0")),
         "batch_size": 2,
     }
-    view = await run(library, "project_deployment", second)
+    view = await library.run("project_deployment", second)
     assert view.status == "succeeded", errors(view)
     for host in WEB:
         root = sandbox(lab, host) / "apps" / app
@@ -318,14 +253,9 @@ async def test_deployment_switches_each_host_to_the_new_release(
         assert sorted(p.name for p in (root / "releases").iterdir()) == ["1.0.0", "1.1.0"]
         assert (sandbox(lab, host) / "services" / app).read_text() == "active\n"
         assert restarts(lab, host, app) == 2
-    outputs = [
-        e.data["outputs"]
-        for e in library.events(view.execution_id)
-        if e.type == "step.succeeded" and e.step_id == "release"
-    ]
-    assert outputs == [{"previous": "releases/1.0.0"}] * 2
-    again = await run(library, "project_deployment", second)
-    assert again.status == "rolled_back"
+    assert library.outputs(view.execution_id, "release") == [{"previous": "releases/1.0.0"}] * 2
+    again = await library.run("project_deployment", second)
+    assert again.status == "rolled_back", errors(again)
     assert "release 1.1.0 of " + app + " is already on this host" in errors(again)
 
 
@@ -333,20 +263,14 @@ async def test_a_deployment_whose_restart_fails_changes_nothing(
     library: Library, lab: LabState, app: str, tmp_path: Path
 ) -> None:
     before = lab_snapshot(lab)
-    switch = inject_fault(lab, "web-1", "systemctl.restart", "unit is masked")
-    try:
+    with fault(lab, "web-1", "systemctl.restart", "unit is masked"):
         params = {"app": app, "version": "2.0.0", "artifact": str(release(tmp_path, "2.0.0"))}
-        view = await run(library, "project_deployment", params)
-    finally:
-        switch.unlink()
+        view = await library.run("project_deployment", params)
     assert view.status == "rolled_back", errors(view)
     assert "unit is masked" in errors(view)
-    started = [
-        e.target
-        for e in library.events(view.execution_id)
-        if e.type == "step.started" and e.step_id == "release"
-    ]
-    assert started == ["web-1"]  # batch 1: web-2 was never switched
+    assert library.started_on(view.execution_id, "release") == [
+        "web-1"
+    ]  # batch 1: web-2 was never switched
     assert lab_snapshot(lab) == before
 
 
@@ -354,7 +278,7 @@ async def test_a_deployment_that_fails_its_health_check_switches_back(
     library: Library, lab: LabState, app: str, tmp_path: Path
 ) -> None:
     first = {"app": app, "version": "1.0.0", "artifact": str(release(tmp_path, "1.0.0"))}
-    assert (await run(library, "project_deployment", first)).status == "succeeded"
+    assert (await library.run("project_deployment", first)).status == "succeeded"
     before = lab_snapshot(lab)
     broken = {
         **first,
@@ -363,7 +287,7 @@ async def test_a_deployment_that_fails_its_health_check_switches_back(
         "health_url": lab.health_url + "/no-such-page",
         "batch_size": 2,
     }
-    view = await run(library, "project_deployment", broken)
+    view = await library.run("project_deployment", broken)
     assert view.status == "rolled_back", errors(view)
     assert "404" in errors(view)
     for host in WEB:

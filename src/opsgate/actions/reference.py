@@ -61,7 +61,7 @@ OUTPUTS: Mapping[str, str] = {
     "log": "`message`, `level`",
     "workflow": "`execution_id`; with `wait: true` also `status` and `outputs` (the child's "
     "step outputs by step id). The child runs as the parent's requester (policies judge it so); "
-    "a secret parameter is handed on whole, as its reference (`token: \"{{ params.token }}\"`); "
+    'a secret parameter is handed on whole, as its reference (`token: "{{ params.token }}"`); '
     "a failed child fails the step without retry; cancelling the step cancels the child",
 }
 

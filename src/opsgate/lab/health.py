@@ -306,22 +306,20 @@ class HealthHandler(QuietHandler):
         return health_handler(HTTPState(faults=directory / "faults"))
 
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/healthz":
-            self.answer_json(200, {"status": "ok"})
-        elif path == "/version":
-            self.answer_json(200, {"version": __version__})
-        else:
+        if not self._fixed():
             self._serve()
 
     def do_HEAD(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/healthz":
-            self.answer_json(200, {"status": "ok"})
-        elif path == "/version":
-            self.answer_json(200, {"version": __version__})
-        else:
+        if not self._fixed():
             self.answer(404, b"HEAD is served for /healthz and /version.")
+
+    def _fixed(self) -> bool:
+        """Answer ``/healthz`` and ``/version``; False for any other path."""
+        answers = {"/healthz": {"status": "ok"}, "/version": {"version": __version__}}
+        answer = answers.get(urlsplit(self.path).path)
+        if answer is not None:
+            self.answer_json(200, answer)
+        return answer is not None
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)

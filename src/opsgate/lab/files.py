@@ -50,3 +50,14 @@ def install_tools(sandbox: Path) -> None:
         with tool.open("rb") as source, (target / tool.name).open("wb") as copy:
             shutil.copyfileobj(source, copy)
         (target / tool.name).chmod(0o755)
+
+
+def injected_fault(faults: Path | None, switch: str) -> str | None:
+    """The message of fault switch ``faults/switch`` while it exists (the lab's services then
+    refuse that operation), else None."""
+    if faults is None:
+        return None
+    try:
+        return (faults / switch).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from opsgate import __version__
+from opsgate.lab.files import injected_fault
 from opsgate.lab.httpd import QuietHandler
 
 SERVICE = "http"
@@ -164,14 +165,9 @@ class HTTPState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check_fault(self, operation: str) -> None:
-        if self.faults is None:
-            return
-        switch = self.faults / f"{SERVICE}.{operation}"
-        try:
-            text = switch.read_text().strip()
-        except (FileNotFoundError, IsADirectoryError):
-            return
-        raise ServiceError(500, f"{SERVICE}: injected fault ({operation}): {text}")
+        text = injected_fault(self.faults, f"{SERVICE}.{operation}")
+        if text is not None:
+            raise ServiceError(500, f"{SERVICE}: injected fault ({operation}): {text}")
 
     def handle(
         self,

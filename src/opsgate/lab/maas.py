@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from opsgate.lab.files import injected_fault
 from opsgate.lab.httpd import QuietHandler
 
 PREFIX = "/MAAS/api/2.0/"
@@ -84,14 +85,9 @@ class MaaSState:
 
     def refuse_if_faulty(self, operation: str) -> None:
         """Raise the injected fault of ``operation`` while its switch exists."""
-        if self.faults is None:
-            return
-        switch = self.faults / f"maas.{operation}"
-        try:
-            message = switch.read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        raise MaaSError(500, f"maas: injected fault ({switch.name}): {message}")
+        message = injected_fault(self.faults, f"maas.{operation}")
+        if message is not None:
+            raise MaaSError(500, f"maas: injected fault (maas.{operation}): {message}")
 
     def machine(self, system_id: str) -> Machine:
         if system_id not in self.machines:

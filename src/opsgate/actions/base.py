@@ -302,6 +302,28 @@ def parse_arguments(action: Action[Any], raw_arguments: Mapping[str, Any]) -> Ac
     )
 
 
+def target_section(
+    ctx: StepContext, section: str, host_key: str, action: str, example: str
+) -> tuple[str, dict[str, Any]]:
+    """The step target's name and its inventory ``section`` (``ssh``, ``bmc``) with
+    ``host_key`` defaulting to the target's address; a non-retryable error that says what to
+    add when the target has no such section."""
+    target = ctx.target or {}
+    name = str(target.get("name", "?"))
+    data = target.get(section)
+    if not isinstance(data, Mapping):
+        raise StepError(
+            f"target {name!r} has no {section} section in the inventory, so {action} cannot "
+            f"reach it; add {section}: {example} to it (see docs/inventory.md)",
+            retryable=False,
+            error_type="TargetUnusable",
+        )
+    found = dict(data)
+    if found.get(host_key) is None:
+        found[host_key] = str(target.get("address", name))
+    return name, found
+
+
 def classify_error(exc: Exception) -> StepError:
     """The :class:`~opsgate.errors.StepError` an unexpected exception stands for (see the table
     in the module docstring); a ``StepError`` is returned as it is."""

@@ -21,7 +21,7 @@ from pyghmi.constants import Health
 from pyghmi.exceptions import IpmiException
 from pyghmi.ipmi.command import Command
 
-from opsgate.actions.base import Action, ActionArguments, StepContext
+from opsgate.actions.base import Action, ActionArguments, StepContext, target_section
 from opsgate.errors import StepError
 from opsgate.inventory import BMCConnection
 from opsgate.spec.structure import describe, invalid
@@ -152,20 +152,9 @@ class IPMIAction(Action[IPMIArguments]):
 
 
 def _bmc(ctx: StepContext) -> tuple[str, BMCConnection]:
-    target = ctx.target or {}
-    name = str(target.get("name", "?"))
-    data = target.get("bmc")
-    if not isinstance(data, Mapping):
-        raise StepError(
-            f"target {name!r} has no bmc section in the inventory, so ipmi cannot reach it; "
-            "add bmc: {address: ..., user: ..., password: env:...} (see docs/inventory.md)",
-            retryable=False,
-            error_type="TargetUnusable",
-        )
-    bmc = BMCConnection.model_validate(data)
-    if bmc.address is None:
-        bmc = bmc.model_copy(update={"address": str(target.get("address", name))})
-    return name, bmc
+    example = "{address: ..., user: ..., password: env:...}"
+    name, data = target_section(ctx, "bmc", "address", "ipmi", example)
+    return name, BMCConnection.model_validate(data)
 
 
 class _Sessions:

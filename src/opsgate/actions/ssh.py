@@ -9,7 +9,7 @@ before. The attempts of one execution share one connection per target.
 from __future__ import annotations
 
 import shlex
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -19,7 +19,7 @@ import anyio
 import asyncssh
 from pydantic import Field, StrictBool
 
-from opsgate.actions.base import Action, ActionArguments, StepContext
+from opsgate.actions.base import Action, ActionArguments, StepContext, target_section
 from opsgate.actions.connections import connection
 from opsgate.actions.output import OutputCapture
 from opsgate.actions.shell import CommandArguments, command_outputs, command_timeout, program_name
@@ -51,27 +51,11 @@ class SSHDownloadArguments(ActionArguments):
     local_path: Label = Field(description="where to write it on the opsgate host")
 
 
-class SSHTargetMissing(StepError):
-    """The target has no ``ssh`` section: nothing a retry fixes."""
-
-
 def ssh_connection(ctx: StepContext, action: str) -> tuple[str, SSHConnection]:
     """The step target's name and SSH connection data, or a non-retryable error saying what
     the inventory lacks."""
-    target = ctx.target or {}
-    name = str(target.get("name", "?"))
-    data = target.get("ssh")
-    if not isinstance(data, Mapping):
-        raise SSHTargetMissing(
-            f"target {name!r} has no ssh section in the inventory, so {action} cannot reach "
-            "it; add ssh: {user: ..., key: file:...} to it (see docs/inventory.md)",
-            retryable=False,
-            error_type="TargetUnusable",
-        )
-    connection = SSHConnection.model_validate(data)
-    if connection.host is None:
-        connection = connection.model_copy(update={"host": str(target.get("address", name))})
-    return name, connection
+    name, data = target_section(ctx, "ssh", "host", action, "{user: ..., key: file:...}")
+    return name, SSHConnection.model_validate(data)
 
 
 @asynccontextmanager

@@ -27,6 +27,12 @@ POSTGRES_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) 
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Every async test runs on asyncio (asyncssh, among others, runs only there)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
 

@@ -174,11 +174,6 @@ def rigs(database_url: str) -> Iterator[Callable[..., Rig]]:
         rig.store.close()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def start(r: Rig, principal: Principal = ALICE, **params: Any) -> str:
     started = await r.service.execute_workflow(principal, "restart", params)
     await r.settle()

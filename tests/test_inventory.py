@@ -44,11 +44,6 @@ targets:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def inventory(tmp_path: Path) -> Inventory:
     path = tmp_path / "inventory.yaml"
     path.write_text(INVENTORY)

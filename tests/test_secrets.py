@@ -18,11 +18,6 @@ from tests.engine.rehearsal import load_spec
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_env_and_file_references_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECRETS_TEST", "from-env")
     (tmp_path / "token").write_text("from-file\n")

@@ -41,11 +41,6 @@ BLUEPRINTS = """
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @asynccontextmanager
 async def running(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Service, SQLStore]]:
     block = tmp_path / "release"

@@ -97,11 +97,6 @@ steps:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def bmc(tmp_path: Path) -> Iterator[SimulatedBMC]:
     (tmp_path / "bmc").mkdir()
     with simulated_bmc(tmp_path / "bmc") as simulator:

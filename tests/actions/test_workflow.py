@@ -91,11 +91,6 @@ BLUEPRINTS = """
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @asynccontextmanager
 async def serving(database_url: str) -> AsyncIterator[tuple[Service, SQLStore]]:
     specs = [load_spec(document) for document in YAML(typ="safe").load(BLUEPRINTS)]

@@ -29,11 +29,6 @@ pytestmark = pytest.mark.anyio
 ALICE = Principal("alice", frozenset({"operator"}))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FailUntilFixed(Action[ActionArguments]):
     """Fails (non-retryable) until the test flips ``fixed``: a step an operator reruns."""
 

@@ -521,11 +521,6 @@ def test_a_worker_outlives_a_database_outage_longer_than_the_busy_timeout(tmp_pa
         store.close()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_a_worker_whose_own_lease_lapsed_does_not_take_its_execution_over_again(
     database_url: str, tmp_path: Path, clock: FakeClock

@@ -52,11 +52,6 @@ steps:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def store(database_url: str) -> Iterator[SQLStore]:
     """A migrated store on each database, on the real clock."""
     store = SQLStore.open(database_url)

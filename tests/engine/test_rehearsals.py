@@ -22,11 +22,6 @@ from tests.engine.rehearsal import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 FIXTURES = [
     pytest.param(YAML(typ="safe").load(path.read_text()), id=path.stem) for path in fixture_paths()
 ]

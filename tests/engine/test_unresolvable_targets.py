@@ -14,11 +14,6 @@ from tests.engine.rehearsal import REGISTRY, load_spec
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_unresolvable_targets_fail_the_execution_once(store: SQLStore) -> None:
     spec = load_spec(
         {

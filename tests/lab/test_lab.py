@@ -36,11 +36,6 @@ def refuses_connections(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # asyncssh runs on asyncio
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
     directory = tmp_path_factory.mktemp("lab") / ".lab"

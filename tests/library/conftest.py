@@ -13,11 +13,6 @@ from tests.lab.processes import lab_down, lab_up
 from tests.library.harness import Library
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # asyncssh runs on asyncio
-
-
 @pytest.fixture(scope="module")
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

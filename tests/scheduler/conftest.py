@@ -99,11 +99,6 @@ class Harness:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def harness(store: SQLStore, clock: FakeClock, tmp_path: Path) -> Iterator[Harness]:
     spec = load_spec(nightly(tmp_path / "release"))
     service = Service(store, Catalog(blueprints={spec.name: spec}))

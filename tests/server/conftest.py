@@ -90,11 +90,6 @@ BLUEPRINTS = """
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def release(tmp_path: Path) -> anyio.Path:
     """Create this file to let the ``ship`` step of ``deploy`` finish."""
     return anyio.Path(tmp_path / "release")

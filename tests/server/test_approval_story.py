@@ -20,11 +20,6 @@ from tests.server.processes import BIN, Home, http_server, make_home
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, str]]:
     home = make_home(tmp_path_factory.mktemp("story"))

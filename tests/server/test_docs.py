@@ -9,11 +9,6 @@ from opsgate.server.docs import TOOLS_DOC, live_tools, render
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_docs_tools_md_matches_the_served_tools() -> None:
     expected = render(await live_tools())
     assert TOOLS_DOC.read_text(encoding="utf-8") == expected, (

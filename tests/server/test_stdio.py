@@ -13,11 +13,6 @@ from tests.server.processes import BIN, make_home
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_stdio_serves_the_local_principal(tmp_path: Path, mode: str) -> None:
     home = make_home(tmp_path)

@@ -35,6 +35,37 @@ def test_saving_the_same_content_again_returns_the_first_snapshot(
     assert again == first
 
 
+def test_another_store_on_the_database_finds_the_snapshot_saved_first(
+    store: SQLStore, database_url: str, clock: FakeClock
+) -> None:
+    first = store.save_snapshot("restart_service", "1.2.0", BLUEPRINT)
+    clock.advance(timedelta(hours=1))
+    other = SQLStore.open(database_url, clock=clock)  # another process, say
+    try:
+        assert other.get_snapshot(first.digest) == first
+        assert other.save_snapshot("restart_service", "1.2.0", BLUEPRINT) == first
+    finally:
+        other.close()
+
+
+def test_a_snapshot_saved_once_is_not_written_again(store: SQLStore) -> None:
+    """Executions of the same blueprint share its snapshot: one transaction per process, not
+    one per execution (snapshots are immutable and never deleted)."""
+    first = store.save_snapshot("restart_service", "1.2.0", BLUEPRINT)
+    transactions: list[object] = []
+
+    def begin(conn: object) -> None:
+        transactions.append(conn)
+
+    sa.event.listen(store.engine, "begin", begin)
+    try:
+        assert store.save_snapshot("restart_service", "1.2.0", BLUEPRINT) == first
+        assert store.get_snapshot(first.digest) == first
+    finally:
+        sa.event.remove(store.engine, "begin", begin)
+    assert transactions == []
+
+
 def test_an_unknown_snapshot_is_not_found(store: SQLStore) -> None:
     with pytest.raises(NotFoundError, match="blueprint snapshot 'abc' not found"):
         store.get_snapshot("abc")

@@ -101,6 +101,7 @@ from opsgate.models import (
 )
 from opsgate.stores.database import READ_ONLY, create_engine_for, store_error
 from opsgate.stores.migrate import upgrade
+from opsgate.stores.prepared import Prepared, execute_many, prepare
 from opsgate.stores.tables import (
     UTCDateTime,
     approval_decisions,
@@ -138,7 +139,6 @@ _ACTIVE: Final = frozenset(
 )
 
 RecordT = TypeVar("RecordT", bound="DataclassInstance")
-ExecutableT = TypeVar("ExecutableT", bound=sa.Executable)
 #: The actor of the events the scheduler's fires append.
 _SCHEDULER: Final = "scheduler"
 
@@ -180,7 +180,7 @@ class _Kind(Generic[StatusT]):
     subject: Callable[[sa.Row[Any], JSONObject], dict[str, Any]]
 
 
-#: The time of a hot-path statement, bound when it runs (see :func:`_shaped`).
+#: The time of a hot-path statement, bound when it runs (see :func:`_run`).
 _NOW: Final = sa.bindparam("b_now", type_=UTCDateTime())
 
 
@@ -271,6 +271,9 @@ class SQLStore:
     def __init__(self, engine: sa.Engine, *, clock: Clock = utc_now) -> None:
         self._engine = engine
         self._clock = clock
+        # Snapshots this store has saved or read: immutable and never deleted, so each is
+        # written once per process, not once per execution.
+        self._snapshots: dict[str, BlueprintSnapshot] = {}
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = utc_now) -> SQLStore:
@@ -294,6 +297,9 @@ class SQLStore:
     def save_snapshot(self, name: str, version: str, content: JSONObject) -> BlueprintSnapshot:
         """Keep ``content`` under its digest; saving the same content again changes nothing."""
         digest = content_digest(content)
+        known = self._snapshots.get(digest)
+        if known is not None:
+            return known
         values = {
             "digest": digest,
             "name": name,
@@ -302,12 +308,17 @@ class SQLStore:
             "created_at": self._clock(),
         }
         with self._transaction() as conn:
-            conn.execute(_insert_or_ignore(conn, blueprint_snapshots, values, ("digest",)), values)
-            return _snapshot_in(conn, digest)
+            _insert_rows(conn, blueprint_snapshots, [values], unique=("digest",))
+            snapshot = _snapshot_in(conn, digest)
+        return self._snapshots.setdefault(digest, snapshot)
 
     def get_snapshot(self, digest: str) -> BlueprintSnapshot:
+        known = self._snapshots.get(digest)
+        if known is not None:
+            return known
         with self._transaction(read_only=True) as conn:
-            return _snapshot_in(conn, digest)
+            snapshot = _snapshot_in(conn, digest)
+        return self._snapshots.setdefault(digest, snapshot)
 
     # -- executions ----------------------------------------------------------------------------
 
@@ -356,8 +367,8 @@ class SQLStore:
         }
         unique = ("requested_by", "idempotency_key")
         with self._transaction() as conn:
-            insert = _insert_or_ignore(conn, executions, values, unique, returning=True)
-            row = conn.execute(insert, values).one_or_none()
+            inserted = _insert_rows(conn, executions, [values], unique=unique, returning=True)
+            row = inserted[0] if inserted else None
             if row is None:
                 existing = conn.execute(
                     sa.select(executions).where(
@@ -488,14 +499,14 @@ class SQLStore:
             raise ValueError(f"limit must be at least 1, not {limit}")
         now = self._clock()
         params = {
-            "b_statuses": list(statuses),
             "b_now": now,
             "b_limit": limit,
             "v_owner": owner,
             "v_expires": now + timedelta(seconds=lease_seconds),
         }
         with self._transaction() as conn:
-            rows = conn.execute(_shaped("claim", _claim), params).all()
+            shown = tuple(statuses)
+            rows = _run(conn, ("claim", shown), lambda: _claim(shown), params)
         claimed = [_record(Execution, row) for row in rows]
         return sorted(claimed, key=lambda execution: (execution.created_at, execution.id))
 
@@ -570,9 +581,10 @@ class SQLStore:
         """
         now = self._clock()
         with self._transaction(read_only=True) as conn:
-            candidates, waiting, earliest = conn.execute(
-                _shaped("next wake", _next_wake), {"b_statuses": list(statuses)}
-            ).one()
+            shown = tuple(statuses)
+            [(candidates, waiting, earliest)] = _run(
+                conn, ("next wake", shown), lambda: _next_wake(shown), {}
+            )
         if candidates == 0:
             return None
         if waiting < candidates:  # one is neither asleep nor leased
@@ -788,9 +800,9 @@ class SQLStore:
                 not in returned
             ]
             if ids:
-                query = _shaped("step runs by id", _step_runs_by_id)
-                rows = {row.id: row for row in conn.execute(query, {"b_ids": ids})}
-                records += [_record(StepRun, rows[run_id]) for run_id in ids]
+                query = ("step run by id",)
+                found = _run(conn, query, _step_run_by_id, *({"b_id": i} for i in ids))
+                records += [_record(StepRun, row) for row in found]
         return records
 
     def list_events(
@@ -1421,22 +1433,23 @@ def _transition(
     # (last_seq + 1). Any other row numbers the event first, through its execution's row (an
     # execution row is always locked before its children), which also checks the guard.
     guarded = table is executions and plan.owner is not None
-    cas = _shaped(
-        ("cas", table.name, plan.new, plan.trigger, keys, guarded),
-        lambda: _compare_and_set(kind, plan.new, plan.trigger, keys, guarded),
-    )
+    shape = ("cas", table.name, plan.new, plan.trigger, keys, guarded)
+
+    def cas() -> sa.Update:
+        return _compare_and_set(kind, plan.new, plan.trigger, keys, guarded)
+
     params = {f"v_{key}": value for key, value in plan.changes.items()}
     params.update(b_id=plan.entity_id, b_expected=plan.expected, b_now=now)
     row: sa.Row[Any] | None = None
     if table is executions:
         if guarded:
             params["b_owner"] = plan.owner
-        row = conn.execute(cas, params).one_or_none()
+        row = _one_or_none(_run(conn, shape, cas, params))
         seq = None if row is None else row.last_seq
     else:
         seq = _take_seq(conn, now, {}, plan.owner, child=(table, plan.entity_id))
         if seq is not None:
-            row = conn.execute(cas, params).one_or_none()
+            row = _one_or_none(_run(conn, shape, cas, params))
     if row is None:
         raise _refusal(conn, plan)
     event = _event_values(
@@ -1521,8 +1534,8 @@ def _write_other(
     assert isinstance(change, NewStepRuns), f"not a change: {change!r}"
     if (change.execution_id, change.lease_owner) not in leased:
         guarded = change.lease_owner is not None
-        query = _shaped(("lease of", guarded), lambda: _lease_of(guarded))
-        found = conn.execute(query, {"b_id": change.execution_id}).one_or_none()
+        params = {"b_id": change.execution_id}
+        found = _one_or_none(_run(conn, ("lease of", guarded), lambda: _lease_of(guarded), params))
         if found is None:
             raise NotFoundError("execution", change.execution_id)
         if change.lease_owner is not None and found.lease_owner != change.lease_owner:
@@ -1532,7 +1545,7 @@ def _write_other(
         planned = planned_step_runs(change.execution_id, change.runs, now)
         values = [_new_run_values(run) for run in planned]
         unique = ("execution_id", "step_id", "item_key")
-        conn.execute(_insert_or_ignore(conn, step_runs, values[0], unique), values)
+        _insert_rows(conn, step_runs, values, unique=unique)
     return None
 
 
@@ -1552,8 +1565,8 @@ def _new_run_values(run: StepRun) -> dict[str, Any]:
     }
 
 
-def _step_runs_by_id() -> sa.Select[Any]:
-    return sa.select(step_runs).where(step_runs.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+def _step_run_by_id() -> sa.Select[Any]:
+    return sa.select(step_runs).where(step_runs.c.id == sa.bindparam("b_id"))
 
 
 def _lease_of(guarded: bool) -> sa.Select[Any]:
@@ -1643,15 +1656,33 @@ def _lock_executions(conn: sa.Connection, changes: Sequence[Change]) -> None:
     approval_ids = [c.approval_id for c in changes if isinstance(c, ApprovalTransition)]
     if len(direct) < 2 and not step_run_ids and not approval_ids:
         return
-    wanted = [executions.c.id.in_(direct)]
-    for table, ids in ((step_runs, step_run_ids), (approvals, approval_ids)):
-        if ids:
-            wanted.append(
-                executions.c.id.in_(sa.select(table.c.execution_id).where(table.c.id.in_(ids)))
-            )
-    conn.execute(
+    params = {
+        "b_executions": sorted(direct),
+        "b_step_runs": step_run_ids,
+        "b_approvals": approval_ids,
+    }
+    _run(conn, "lock executions", _locking, params)
+
+
+def _locking() -> sa.Select[Any]:
+    """PostgreSQL: lock the executions ``:b_executions`` and those of the step runs
+    ``:b_step_runs`` and approvals ``:b_approvals`` (arrays: one statement for any count)."""
+
+    def one_of(name: str) -> sa.ColumnElement[Any]:
+        return sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.String)))
+
+    wanted = sa.or_(
+        executions.c.id == one_of("b_executions"),
+        executions.c.id.in_(
+            sa.select(step_runs.c.execution_id).where(step_runs.c.id == one_of("b_step_runs"))
+        ),
+        executions.c.id.in_(
+            sa.select(approvals.c.execution_id).where(approvals.c.id == one_of("b_approvals"))
+        ),
+    )
+    return (
         sa.select(executions.c.id)
-        .where(sa.or_(*wanted))
+        .where(wanted)
         .order_by(executions.c.id)
         .with_for_update(key_share=True)
     )
@@ -1667,12 +1698,13 @@ def _any_decided(conn: sa.Connection, approval_ids: Collection[str]) -> bool:
 
 def _update_leased(
     conn: sa.Connection, execution_id: str, owner: str, action: str, values: Mapping[str, Any]
-) -> sa.Row[Any]:
-    """Update an execution whose lease ``owner`` holds; the lease lost is a conflict."""
+) -> Any:
+    """Update an execution whose lease ``owner`` holds (its updated row); the lease lost is a
+    conflict."""
     keys = tuple(sorted(values))
-    statement = _shaped(
-        ("leased", keys),
-        lambda: (
+
+    def statement() -> sa.Update:
+        return (
             sa.update(executions)
             .where(
                 executions.c.id == sa.bindparam("b_id"),
@@ -1680,10 +1712,11 @@ def _update_leased(
             )
             .values({key: sa.bindparam(f"v_{key}") for key in keys})
             .returning(*executions.c)
-        ),
-    )
+        )
+
     params = {f"v_{key}": value for key, value in values.items()}
-    row = conn.execute(statement, {**params, "b_id": execution_id, "b_owner": owner}).one_or_none()
+    params.update(b_id=execution_id, b_owner=owner)
+    row = _one_or_none(_run(conn, ("leased", keys), statement, params))
     if row is None:
         found = conn.execute(
             sa.select(executions.c.lease_owner).where(executions.c.id == execution_id)
@@ -1707,11 +1740,11 @@ def _not_queued_for_a_lock() -> sa.ColumnElement[bool]:
     return sa.or_(executions.c.status != ExecutionStatus.PENDING, ~queued)
 
 
-def _claim() -> sa.Update:
+def _claim(statuses: Collection[ExecutionStatus]) -> sa.Update:
     """Take the leases of up to ``:b_limit`` claimable executions, oldest first."""
     chosen = (
         sa.select(executions.c.id)
-        .where(_claimable())
+        .where(_claimable(statuses))
         .order_by(executions.c.created_at, executions.c.id)
         .limit(sa.bindparam("b_limit"))
         # FOR NO KEY UPDATE: an UPDATE's own lock, which lets others insert events meanwhile.
@@ -1729,9 +1762,9 @@ def _claim() -> sa.Update:
     )
 
 
-def _claimable() -> sa.ColumnElement[bool]:
-    """In ``:b_statuses``, free of a live lease, awake, and not queued for a lock; or
-    abandoned (at ``:b_now``)."""
+def _claimable(statuses: Collection[ExecutionStatus]) -> sa.ColumnElement[bool]:
+    """In ``statuses``, free of a live lease, awake, and not queued for a lock; or abandoned
+    (at ``:b_now``)."""
     lease_free = sa.or_(
         executions.c.lease_owner.is_(None),
         # A lease without an expiry could never be reclaimed: it counts as expired.
@@ -1740,7 +1773,7 @@ def _claimable() -> sa.ColumnElement[bool]:
     )
     return sa.or_(
         sa.and_(
-            executions.c.status.in_(sa.bindparam("b_statuses", expanding=True)),
+            _status_in(statuses),
             lease_free,
             sa.or_(executions.c.wake_at.is_(None), executions.c.wake_at <= _NOW),
             _not_queued_for_a_lock(),
@@ -1749,8 +1782,8 @@ def _claimable() -> sa.ColumnElement[bool]:
     )
 
 
-def _next_wake() -> sa.Select[Any]:
-    """How many executions in ``:b_statuses`` (or abandoned) there are, how many of them are
+def _next_wake(statuses: Collection[ExecutionStatus]) -> sa.Select[Any]:
+    """How many executions in ``statuses`` (or abandoned) there are, how many of them are
     asleep or leased, and the earliest instant one of those becomes claimable."""
     owned = sa.and_(
         executions.c.lease_owner.is_not(None), executions.c.lease_expires_at.is_not(None)
@@ -1767,21 +1800,25 @@ def _next_wake() -> sa.Select[Any]:
         ),
         else_=executions.c.wake_at,
     )
-    statuses: sa.BindParameter[Any] = sa.bindparam("b_statuses", expanding=True)
     return sa.select(sa.func.count(), sa.func.count(claimable_at), sa.func.min(claimable_at)).where(
         sa.or_(
-            sa.and_(executions.c.status.in_(statuses), _not_queued_for_a_lock()),
+            sa.and_(_status_in(statuses), _not_queued_for_a_lock()),
             _abandoned(),
         )
     )
 
 
+def _status_in(statuses: Collection[ExecutionStatus]) -> sa.ColumnElement[bool]:
+    """``status IN (...)`` with one parameter per status, fixed in the text: SQLAlchemy's
+    ``in_()`` of a list expands at every run, which a prepared statement cannot."""
+    kind = executions.c.status.type
+    return executions.c.status.in_([sa.bindparam(None, status, type_=kind) for status in statuses])
+
+
 def _abandoned() -> sa.ColumnElement[bool]:
     """Ended, yet still leased: its worker died between the ending and the clean-up (rolling
     back after a failure or a cancel, releasing locks). A worker claims it to finish that."""
-    return sa.and_(
-        executions.c.status.in_(EXECUTION_TERMINAL), executions.c.lease_owner.is_not(None)
-    )
+    return sa.and_(_status_in(EXECUTION_TERMINAL), executions.c.lease_owner.is_not(None))
 
 
 def _step_runs_of(execution_id: str) -> sa.Select[Any]:
@@ -1833,48 +1870,58 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-#: Hot-path statements by shape, see :func:`_shaped`.
-_STATEMENTS: dict[Hashable, Any] = {}
+#: Hot-path statements by shape and database, see :func:`_run`.
+_PREPARED: dict[tuple[Hashable, str, str], Prepared] = {}
 
 
-def _shaped(key: Hashable, build: Callable[[], ExecutableT]) -> ExecutableT:
-    """The statement of this shape, built on first use and then kept; values come as
-    ``bindparam()`` parameters.
+def _run(
+    conn: sa.Connection,
+    key: Hashable,
+    build: Callable[[], sa.ClauseElement],
+    *many: Mapping[str, Any],
+) -> list[Any]:
+    """Run the hot-path statement of this shape once per parameter set; the rows it returned.
 
-    Building a statement and its cache key on every call cost 0.25-0.65 ms of Python against
-    0.05 ms for a kept one (docs/performance.md): the hot path's main cost. ``key`` names
-    everything the statement's text depends on (which columns it sets, whether a lease guards
-    it, the dialect for ``ON CONFLICT``).
+    The statement is built and compiled for the connection's database on first use and then
+    run on the driver's cursor (:mod:`opsgate.stores.prepared`): building a statement on every
+    call cost 0.25-0.65 ms of Python, and SQLAlchemy's execution of a cached one 0.05 ms, against
+    0.01 ms for the cursor (docs/performance.md). ``key`` names everything the statement's text
+    depends on (which columns it sets, whether a lease guards it); values come as ``bindparam()``
+    parameters.
     """
-    statement = _STATEMENTS.get(key)
-    if statement is None:
-        statement = _STATEMENTS.setdefault(key, build())
-    return statement  # type: ignore[no-any-return]
+    dialect = conn.dialect
+    shape = (key, dialect.name, dialect.driver)
+    prepared = _PREPARED.get(shape)
+    if prepared is None:
+        prepared = _PREPARED.setdefault(shape, prepare(build(), dialect))
+    return execute_many(conn, prepared, many)
 
 
-def _insert_or_ignore(
+def _insert_rows(
     conn: sa.Connection,
     table: sa.Table,
-    values: Mapping[str, Any],
-    unique: Sequence[str],
+    many: Sequence[Mapping[str, Any]],
     *,
+    unique: Sequence[str] = (),
     returning: bool = False,
-) -> sa.TextClause | sa.TextualSelect:
-    """``INSERT ... ON CONFLICT (unique) DO NOTHING [RETURNING *]`` of the columns of
-    ``values``, as typed text that SQLite and PostgreSQL both accept.
+) -> list[Any]:
+    """``INSERT ... [ON CONFLICT (unique) DO NOTHING] [RETURNING *]`` of each of ``many`` (rows
+    with the same columns), as typed text that SQLite and PostgreSQL both accept; the rows
+    inserted, when ``returning``.
 
     SQLAlchemy's own ``on_conflict_do_nothing()`` has no cache key, so it was compiled on
     every call (about 1.5 ms, once per step on the hot path); text is compiled once.
     """
-    keys = tuple(values)
+    keys = tuple(many[0])
 
     def build() -> sa.TextClause | sa.TextualSelect:
         quote = conn.dialect.identifier_preparer.quote
         sql = (
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(key) for key in keys)}) "
-            f"VALUES ({', '.join(f':{key}' for key in keys)}) "
-            f"ON CONFLICT ({', '.join(quote(key) for key in unique)}) DO NOTHING"
+            f"VALUES ({', '.join(f':{key}' for key in keys)})"
         )
+        if unique:
+            sql += f" ON CONFLICT ({', '.join(quote(key) for key in unique)}) DO NOTHING"
         if returning:
             sql += f" RETURNING {', '.join(quote(column.name) for column in table.c)}"
         text = sa.text(sql).bindparams(
@@ -1882,8 +1929,8 @@ def _insert_or_ignore(
         )
         return text.columns(*table.c) if returning else text
 
-    key = ("insert or ignore", conn.dialect.name, table.name, keys, tuple(unique), returning)
-    return _shaped(key, build)
+    key = ("insert", table.name, keys, tuple(unique), returning)
+    return _run(conn, key, build, *many)
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
@@ -1893,9 +1940,10 @@ def _insert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.
     return sqlite.insert(table)
 
 
-def _record(cls: type[RecordT], row: sa.Row[Any], **overrides: Any) -> RecordT:
-    """The domain record of a row: columns by field name, plus fields that are not columns."""
-    mapping = row._mapping
+def _record(cls: type[RecordT], row: Any, **overrides: Any) -> RecordT:
+    """The domain record of a row (SQLAlchemy's, or a prepared statement's named tuple):
+    columns by field name, plus fields that are not columns."""
+    mapping = row._mapping if isinstance(row, sa.Row) else row._asdict()
     names = (name for name in _field_names(cls) if name not in overrides)
     return cls(**{name: mapping[name] for name in names}, **overrides)
 
@@ -1903,6 +1951,12 @@ def _record(cls: type[RecordT], row: sa.Row[Any], **overrides: Any) -> RecordT:
 @functools.cache
 def _field_names(cls: type[DataclassInstance]) -> tuple[str, ...]:
     return tuple(field.name for field in dataclasses.fields(cls))
+
+
+def _one_or_none(rows: Sequence[Any]) -> Any:
+    """The only row, or ``None``; a key lookup or compare-and-set returns at most one."""
+    assert len(rows) <= 1, f"{len(rows)} rows where at most one was possible"
+    return rows[0] if rows else None
 
 
 def _get_row(conn: sa.Connection, table: sa.Table, entity: str, entity_id: str) -> sa.Row[Any]:
@@ -1955,16 +2009,13 @@ def _take_seq(
     parent = None if child is None else child[0]
     keys = tuple(sorted(changes))
     guarded = owner is not None
-    statement = _shaped(
-        ("seq", None if parent is None else parent.name, keys, guarded),
-        lambda: _numbering(parent, keys, guarded),
-    )
+    shape = ("seq", None if parent is None else parent.name, keys, guarded)
     params = {f"v_{key}": value for key, value in changes.items()}
     params.update(b_id=execution_id if child is None else child[1], b_now=now)
     if guarded:
         params["b_owner"] = owner
-    seq = conn.execute(statement, params).scalar_one_or_none()
-    return None if seq is None else int(seq)
+    row = _one_or_none(_run(conn, shape, lambda: _numbering(parent, keys, guarded), params))
+    return None if row is None else int(row.last_seq)
 
 
 def _numbering(parent: sa.Table | None, keys: Sequence[str], guarded: bool) -> sa.Update:
@@ -2024,18 +2075,10 @@ def _event_values(
 
 
 def _insert_events(conn: sa.Connection, values: Sequence[Mapping[str, Any]]) -> list[Event]:
-    """Insert events in one statement; their records, in the order of ``values``."""
+    """Insert events; their records, in the order of ``values``."""
     if not values:
         return []
-    if len(values) == 1:
-        insert = _shaped("event", lambda: sa.insert(events).returning(*events.c))
-        rows = [conn.execute(insert, values[0]).one()]
-    else:
-        insert = _shaped(
-            "events", lambda: sa.insert(events).returning(*events.c, sort_by_parameter_order=True)
-        )
-        rows = list(conn.execute(insert, list(values)).all())
-    return [_record(Event, row) for row in rows]
+    return [_record(Event, row) for row in _insert_rows(conn, events, values, returning=True)]
 
 
 def _insert_event(

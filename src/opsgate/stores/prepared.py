@@ -102,21 +102,45 @@ def execute(conn: sa.Connection, prepared: Prepared, params: Mapping[str, Any]) 
 def execute_many(
     conn: sa.Connection, prepared: Prepared, many: Sequence[Mapping[str, Any]]
 ) -> list[Any]:
-    """Run ``prepared`` once per parameter set, in order; all rows, in order."""
+    """Run ``prepared`` once per parameter set, in order; all rows, in order.
+
+    Several sets go to the driver's ``executemany`` when it can return rows from it (psycopg
+    sends them in one pipeline) or none are wanted; sqlite3 runs each in turn (in-process).
+    """
     cursor = conn.connection.cursor()
+    returns = prepared.row is not None
+    together = len(many) > 1 and (not returns or conn.dialect.driver == "psycopg")
     raw: list[Any] = []
     values: Any = None
     try:
-        for params in many:
-            values = prepared.parameters(params)
-            if conn.dispatch.before_cursor_execute:
-                conn.dispatch.before_cursor_execute(conn, cursor, prepared.sql, values, None, False)
-            cursor.execute(prepared.sql, values)
-            if prepared.row is not None:
+        if together:
+            values = [prepared.parameters(params) for params in many]
+            _announce(conn, cursor, prepared, values, many=True)
+            if returns:
+                cursor.executemany(prepared.sql, values, returning=True)
                 raw += cursor.fetchall()
-        return prepared.rows(raw, cursor, conn.dialect) if prepared.row is not None else []
+                while cursor.nextset():
+                    raw += cursor.fetchall()
+            else:
+                cursor.executemany(prepared.sql, values)
+        else:
+            for params in many:
+                values = prepared.parameters(params)
+                _announce(conn, cursor, prepared, values, many=False)
+                cursor.execute(prepared.sql, values)
+                if returns:
+                    raw += cursor.fetchall()
+        return prepared.rows(raw, cursor, conn.dialect) if returns else []
     except Exception as exc:
         # SQLAlchemy's own handling: wrapped in DBAPIError, a lost server connection invalidated.
         conn._handle_dbapi_exception(exc, prepared.sql, values, cursor, None)
     finally:
         cursor.close()
+
+
+def _announce(
+    conn: sa.Connection, cursor: Any, prepared: Prepared, values: Any, many: bool
+) -> None:
+    """SQLAlchemy's ``before_cursor_execute`` event, for those who count statements."""
+    if conn.dispatch.before_cursor_execute:
+        conn.dispatch.before_cursor_execute(conn, cursor, prepared.sql, values, None, many)

@@ -107,7 +107,7 @@ def execute_many(
     Several sets go to the driver's ``executemany`` when it can return rows from it (psycopg
     sends them in one pipeline) or none are wanted; sqlite3 runs each in turn (in-process).
     """
-    cursor = conn.connection.cursor()
+    cursor: Any = conn.connection.cursor()  # the driver's own: psycopg's takes returning=
     returns = prepared.row is not None
     together = len(many) > 1 and (not returns or conn.dialect.driver == "psycopg")
     raw: list[Any] = []

@@ -4,6 +4,7 @@ merged with blueprint gates, policy limits, plan digests and rollback after a re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from opsgate.catalog import Catalog
-from opsgate.errors import ApprovalRefusedError, PolicyDeniedError, StalePlanError
+from opsgate.errors import ApprovalRefusedError, PolicyDeniedError, StalePlanError, StoreError
 from opsgate.inventory import Inventory, Target
 from opsgate.service import Principal, Service
 from opsgate.spec.issues import has_errors
@@ -223,6 +224,10 @@ async def test_a_decision_made_while_the_worker_parks_the_execution_is_not_lost(
 
     def decide_then_release(execution_id: str, owner: str, **options: Any) -> Any:
         if options.get("awaited") and not decided:
+            if threading.current_thread() is threading.main_thread():
+                # On SQLite the call runs on the event loop first (call_store); another
+                # process deciding holds the write lock, so the release waits in a thread.
+                raise StoreError("database is locked (another process decides)")
             [approval] = r.store.list_approvals(execution_id=execution_id)
             decided.append(anyio.from_thread.run(r.service.approve_step, CAROL, approval.id))
         return release(execution_id, owner, **options)

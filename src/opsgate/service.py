@@ -84,6 +84,7 @@ from opsgate.schedules.validation import (
 )
 from opsgate.spec.model import WorkflowSpec
 from opsgate.spec.parameters import validate_parameters
+from opsgate.stores.calls import call_store
 from opsgate.stores.sql import ScheduleChanges, SQLStore, utc_now
 from opsgate.views import (
     ApprovalList,
@@ -181,8 +182,12 @@ class Service:
                     f"{plan_digest} is now {current}): call plan_workflow again, review it, "
                     "and execute with the new plan_digest"
                 )
-        snapshot = await self._call(self.store.save_snapshot, spec.name, spec.version, content)
-        execution, created = await self._call(
+        # Creating is two short calls on the hot path: on SQLite they run here (call_store).
+        snapshot = await call_store(
+            self.store, self.store.save_snapshot, spec.name, spec.version, content
+        )
+        execution, created = await call_store(
+            self.store,
             self.store.create_execution,
             workflow_name=spec.name,
             blueprint_digest=snapshot.digest,

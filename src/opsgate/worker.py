@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 
 from opsgate.actions.base import Children, StepContext, render_arguments, run_action
@@ -96,6 +97,7 @@ from opsgate.policy import Gate, PolicyRequest, Verdict, evaluate_policies
 from opsgate.secrets import secret_tokens
 from opsgate.spec.model import CompensationSpec, RetrySpec, StepSpec, WorkflowSpec
 from opsgate.spec.policies import PolicySet
+from opsgate.stores.calls import call_store
 from opsgate.stores.sql import CLAIMABLE, SQLStore, planned_step_runs, utc_now
 
 logger = logging.getLogger(__name__)
@@ -168,7 +170,8 @@ class Worker:
         self._due: tuple[datetime | None] | None = None
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store method in a worker thread (the store is synchronous).
+        """Run a store method (the store is synchronous): on SQLite here and now unless it
+        would wait for another process's write lock, otherwise in a thread (:func:`call_store`).
 
         A store error (the database locked past its busy timeout, a restarting server) is
         retried with a growing pause for up to ``STORE_RETRY_SECONDS``: a transaction that
@@ -178,7 +181,7 @@ class Worker:
         started = time.monotonic()
         while True:
             try:
-                return await anyio.to_thread.run_sync(partial(function, *args, **kwargs))
+                return await call_store(self.store, function, *args, **kwargs)
             except StoreError as exc:
                 if time.monotonic() - started > STORE_RETRY_SECONDS:
                     raise
@@ -203,6 +206,10 @@ class Worker:
                 # The others wait for their results: a cancelled leader still delivers them.
                 with anyio.CancelScope(shield=True):
                     while self._write_queue:
+                        # Let the runners that are ready now queue their writes too: on SQLite
+                        # the write runs on the event loop (call_store), so nobody else could
+                        # join the group while it is written.
+                        await anyio.lowlevel.checkpoint()
                         group, self._write_queue = self._write_queue, []
                         await self._write_group(group)
             finally:

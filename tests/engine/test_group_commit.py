@@ -193,12 +193,12 @@ async def test_a_refused_change_in_a_group_fails_its_runner_only(
         except ConflictError as exc:
             outcomes[name] = exc
 
-    # The first leads and writes alone; the other two queue meanwhile and form one group.
+    # The first leads; the other two queue before it writes, and the three form one group.
     async with anyio.create_task_group() as group:
         group.start_soon(write, "first", start(first, "check"))
         group.start_soon(write, "refused", start(refused, "check")[1:])
         group.start_soon(write, "third", start(third, "check"))
-    assert batches == [2, 1 + 2, 1, 2]  # first alone; the group, refused; each on its own
+    assert batches == [2 + 1 + 2, 2, 1, 2]  # the group, refused; then each on its own
     assert isinstance(outcomes["refused"], ConflictError)
     for name, execution in (("first", first), ("third", third)):
         records = outcomes[name]

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,8 @@ IDLE_PING_SECONDS = 10.0
 URL_HINT = "write sqlite:///path/to/opsgate.db or postgresql+psycopg://user@host:5432/database"
 #: Execution option that makes a SQLite transaction read-only: ``BEGIN DEFERRED``, no write lock.
 READ_ONLY = "opsgate_read_only"
+#: Set by :func:`not_waiting`.
+NOT_WAITING: ContextVar[bool] = ContextVar("opsgate_not_waiting", default=False)
 _UNDEFINED_TABLE = "42P01"  # PostgreSQL SQLSTATE
 
 
@@ -182,4 +187,26 @@ def _ping_when_idle(engine: Engine) -> None:
 
 def _begin_sqlite_transaction(connection: sa.Connection) -> None:
     read_only = connection.get_execution_options().get(READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+    if read_only or not NOT_WAITING.get():
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+        return
+    # Take the write lock now or fail at once ("database is locked"), instead of waiting up to
+    # the busy timeout: the caller runs on the event loop and waits in a thread instead.
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA busy_timeout=0")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+@contextmanager
+def not_waiting() -> Iterator[None]:
+    """SQLite write transactions begun inside fail at once when another connection holds the
+    write lock, instead of waiting for it (see :func:`_begin_sqlite_transaction`)."""
+    token = NOT_WAITING.set(True)
+    try:
+        yield
+    finally:
+        NOT_WAITING.reset(token)

@@ -22,7 +22,8 @@ Lock order, to keep PostgreSQL free of deadlocks: the execution row first (by nu
 event), then the step run or approval row; a batch of several changes locks all its executions
 first, in id order.
 
-Methods are synchronous; the async worker calls them in threads.
+Methods are synchronous; async callers go through :func:`opsgate.stores.calls.call_store` (on
+SQLite, on the event loop unless the call would wait for a lock; otherwise in a thread).
 """
 
 from __future__ import annotations

@@ -11,20 +11,21 @@ measures the persisting itself: a claimed execution's step runs moved pending ->
 succeeded, each transition written alone through ``SQLStore.write`` (its own transaction, lease
 guard, compare-and-set, gapless event number and event row, as a worker writes a step that ends
 while nothing else is queued), timed in the calling thread. Each round alternates the raw loop
-and the store on fresh files in the same directory, so both see the same disk.
+and the store on fresh files in the same directory, so both see the same disk; both figures are
+means over the round (as the harness's rates are).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from engine import raw_sqlite_commit_ms  # bench/engine.py: the harness's raw loop, in-process
 from opsgate.engine.statuses import ExecutionStatus, StepRunStatus, Trigger
 from opsgate.models import ExecutionTransition, NewStepRun, StepRunTransition
 from opsgate.stores import SQLStore
@@ -38,33 +39,8 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-def raw_commit_ms(directory: Path, n: int) -> float:
-    """Median ms of raw sqlite3 UPDATE + INSERT + COMMIT (WAL, FULL), as the harness does."""
-    conn = sqlite3.connect(directory / "raw.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE step (id INTEGER PRIMARY KEY, state TEXT, updated REAL)")
-    conn.execute(
-        "CREATE TABLE event (id INTEGER PRIMARY KEY, run_id TEXT, kind TEXT, payload TEXT, ts REAL)"
-    )
-    conn.execute("INSERT INTO step VALUES (1, 'pending', 0)")
-    each = []
-    for i in range(n):
-        begin = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("UPDATE step SET state=?, updated=? WHERE id=1", (f"s{i % 4}", i))
-        conn.execute(
-            "INSERT INTO event (run_id, kind, payload, ts) VALUES ('r', 'step', '{}', ?)",
-            (time.time(),),
-        )
-        conn.execute("COMMIT")
-        each.append(time.perf_counter() - begin)
-    conn.close()
-    return 1000 * statistics.median(each)
-
-
 def store_transition_ms(directory: Path, n: int) -> float:
-    """Median ms of one step transition persisted alone through the store."""
+    """Mean ms of one step transition persisted alone through the store."""
     store = SQLStore.open(f"sqlite:///{directory / 'opsgate.db'}")
     store.migrate()
     try:
@@ -89,7 +65,7 @@ def store_transition_ms(directory: Path, n: int) -> float:
         )
         runs = [NewStepRun(step_id=f"s{k}") for k in range(n // 2)]
         store.create_step_runs(execution.id, runs, lease_owner=OWNER)
-        each = []
+        elapsed = 0.0
         for run in runs:
             run_id = step_run_id(execution.id, run.step_id, "")
             for trigger, expected in (
@@ -105,10 +81,10 @@ def store_transition_ms(directory: Path, n: int) -> float:
                 )
                 begin = time.perf_counter()
                 store.write([change])
-                each.append(time.perf_counter() - begin)
+                elapsed += time.perf_counter() - begin
         events = store.list_events(execution.id, after_seq=2 + 2 * len(runs) - 3, limit=5)
         assert [e.type for e in events][-2:] == ["step.started", "step.succeeded"], events
-        return 1000 * statistics.median(each)
+        return 1000 * elapsed / (2 * len(runs))
     finally:
         store.close()
 
@@ -123,7 +99,7 @@ def main() -> None:
     for round_ in range(1, args.rounds + 1):
         directory = Path(tempfile.mkdtemp(prefix="opsgate-transitions-", dir=args.tmpdir))
         try:
-            raw.append(raw_commit_ms(directory, args.transitions))
+            raw.append(raw_sqlite_commit_ms(str(directory), args.transitions))
             store.append(store_transition_ms(directory, args.transitions))
         finally:
             shutil.rmtree(directory, ignore_errors=True)

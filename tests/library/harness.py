@@ -222,20 +222,36 @@ def age(path: Path, days: float) -> None:
 def inject_fault(lab: LabState, host: str, operation: str, message: str = "injected") -> Path:
     """Make a stand-in tool refuse ``operation`` (``"ctr.start"``) on ``host`` until the file
     this returns is removed."""
-    switch = sandbox(lab, host) / "faults" / operation
-    switch.parent.mkdir(exist_ok=True)
-    switch.write_text(message + "\n")
-    return switch
+    return _switch_on(sandbox(lab, host) / "faults" / operation, message)
 
 
 @contextmanager
 def fault(lab: LabState, host: str, operation: str, message: str = "injected") -> Iterator[Path]:
     """:func:`inject_fault` for the length of a ``with`` block."""
-    switch = inject_fault(lab, host, operation, message)
-    try:
+    with _switched(inject_fault(lab, host, operation, message)) as switch:
         yield switch
+
+
+@contextmanager
+def service_fault(lab: LabState, switch: str, message: str = "injected") -> Iterator[Path]:
+    """Make one of the lab's services refuse an operation (``"maas.tag"``, ``"http.put_data"``,
+    ``"bmc-srv-03.lan"``) for the length of a ``with`` block."""
+    with _switched(_switch_on(Path(lab.directory) / "faults" / switch, message)) as path:
+        yield path
+
+
+def _switch_on(path: Path, message: str) -> Path:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(message + "\n")
+    return path
+
+
+@contextmanager
+def _switched(path: Path) -> Iterator[Path]:
+    try:
+        yield path
     finally:
-        switch.unlink()
+        path.unlink()
 
 
 def lab_snapshot(lab: LabState) -> dict[str, str]:

@@ -26,6 +26,7 @@ from tests.library.harness import (
     lab_host,
     lab_snapshot,
     sandbox,
+    service_fault,
     step,
     tool,
 )
@@ -147,14 +148,9 @@ async def test_a_lan_fault_rolls_back_the_bios_push(
         tool(lab, "srv-03", "biosutil", "get", "BootMode").returncode == 0
     )  # the factory settings exist
     before = lab_snapshot(lab)
-    switch = Path(lab.directory) / "faults" / "bmc-srv-03.lan"
-    switch.parent.mkdir(exist_ok=True)
-    switch.write_text("LAN settings locked\n")
-    try:
+    with service_fault(lab, "bmc-srv-03.lan", "LAN settings locked"):
         params = example(lab, tmp_path, server="srv-03", target_ipmi_ip="10.20.0.13")
         view = await library.run("server_provisioning", params)
-    finally:
-        switch.unlink()
     assert view.status == "rolled_back", view
     # IPMI has no text for the BMC's reason, only a completion code.
     error = step(view, "lan_set").runs[0].error
@@ -175,13 +171,9 @@ async def test_a_tagging_fault_rolls_back_the_bios_and_the_bmc_lan(
     assert tool(lab, "srv-04", "biosutil", "get", "BootMode").returncode == 0
     before = lab_snapshot(lab)
     factory_lan = lan(lab, "srv-04")
-    switch = Path(lab.directory) / "faults" / "maas.tag"
-    switch.write_text("tag service down\n")
-    try:
+    with service_fault(lab, "maas.tag", "tag service down"):
         params = example(lab, tmp_path, server="srv-04", target_ipmi_ip="10.20.0.14")
         view = await library.run("server_provisioning", params)
-    finally:
-        switch.unlink()
     assert view.status == "rolled_back", view
     assert step(view, "lan_set").status == "rolled_back"
     assert lan(lab, "srv-04") == factory_lan

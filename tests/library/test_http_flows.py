@@ -8,14 +8,20 @@ module's lab without seeing each other.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from opsgate.lab import LabState
-from tests.library.harness import Library, errors, hook_url, lab_snapshot, step
+from tests.library.harness import (
+    Library,
+    errors,
+    hook_url,
+    lab_snapshot,
+    service_fault,
+    step,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -203,23 +209,14 @@ async def test_a_production_load_waits_for_a_manager_and_a_refusal_changes_nothi
 async def test_a_load_the_service_refuses_ends_rolled_back_with_nothing_changed(
     library: Library, lab: LabState, service: httpx.AsyncClient
 ) -> None:
-    switch = Path(lab.directory) / "faults" / "http.put_data"
-    switch.parent.mkdir(exist_ok=True)
-    switch.write_text("storage is read-only\n")
-    try:
-        if (await service.put("/data/fault_probe", json=[])).status_code != 500:
-            await service.delete("/data/fault_probe")
-            pytest.skip("the lab's HTTP service does not see the lab's fault switches yet")
-        before = await everything(service)
-        params = pipeline(lab, "orders_f")
-        view = await library.run("data_pipeline", params)
-        assert view.status == "rolled_back", errors(view)
-        load = step(view, "load")
-        assert load.status == "failed" and load.attempts == 3
-        assert "injected fault (put_data): storage is read-only" in load.runs[0].error["message"]
-        assert await everything(service) == before
-    finally:
-        switch.unlink()
+    before = await everything(service)
+    with service_fault(lab, "http.put_data", "storage is read-only"):
+        view = await library.run("data_pipeline", pipeline(lab, "orders_f"))
+    assert view.status == "rolled_back", errors(view)
+    load = step(view, "load")
+    assert load.status == "failed" and load.attempts == 3
+    assert "injected fault (put_data): storage is read-only" in load.runs[0].error["message"]
+    assert await everything(service) == before
 
 
 # notification_flow --------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import anyio
@@ -14,6 +13,7 @@ import pytest
 from opsgate.engine.statuses import ExecutionStatus, Trigger
 from opsgate.stores import SQLStore
 from opsgate.stores.calls import call_store
+from opsgate.stores.database import SQLITE_BUSY_TIMEOUT_MS
 from tests.stores.builders import new_execution
 
 
@@ -46,28 +46,34 @@ async def test_a_sqlite_write_that_would_wait_waits_in_a_thread_not_on_the_loop(
     other = sqlite3.connect(tmp_path / "opsgate.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
     ticks = 0
+    longest_stall = 0.0
+    ticking, loop_went_on = anyio.Event(), anyio.Event()
 
     async def tick() -> None:
-        nonlocal ticks
+        nonlocal ticks, longest_stall
         while True:
             ticks += 1
+            ticking.set()
+            if ticks == 5:
+                loop_went_on.set()
+            before = anyio.current_time()
             await anyio.sleep(0.01)
+            longest_stall = max(longest_stall, anyio.current_time() - before)
 
-    async def release_later() -> None:
-        await anyio.sleep(0.3)
+    async def release_once_the_loop_went_on() -> None:
+        await loop_went_on.wait()  # while the call waits for the lock
         other.execute("COMMIT")
 
     async with anyio.create_task_group() as group:
         group.start_soon(tick)
-        group.start_soon(release_later)
-        begin = time.monotonic()
+        group.start_soon(release_once_the_loop_went_on)
+        await ticking.wait()
         with anyio.fail_after(10):
             ran_in = await call_store(store, _start, store, execution.id)
-        waited = time.monotonic() - begin
         group.cancel_scope.cancel()
     other.close()
+    assert loop_went_on.is_set()  # the loop ticked while the call waited for the lock
+    assert longest_stall < SQLITE_BUSY_TIMEOUT_MS / 1000 / 2  # never blocked for a busy wait
     assert ran_in != threading.get_ident()  # it waited in a thread
-    assert waited >= 0.25
-    assert ticks >= 10  # the event loop went on meanwhile
     assert store.get_execution(execution.id).status is ExecutionStatus.RUNNING
     store.close()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from opsgate.models import EventType
 from opsgate.stores import SQLStore
-from opsgate.stores.prepared import execute, execute_many, prepare
+from opsgate.stores.prepared import execute_many, prepare
 from opsgate.stores.tables import events, executions
 from tests.stores.builders import new_execution
 
@@ -51,7 +51,7 @@ def test_rows_come_back_as_sqlalchemy_reads_them(store: SQLStore) -> None:
     execution = new_execution(store)
     statement = prepare(_insert_event(), store.engine.dialect)
     with store.engine.begin() as conn:
-        [written] = execute(conn, statement, _values(_event(execution.id, 2)))
+        [written] = execute_many(conn, statement, [_values(_event(execution.id, 2))])
         read = conn.execute(sa.select(events).where(events.c.id == written.id)).one()
     assert written._asdict() == dict(read._mapping)
     assert written.occurred_at == datetime(2026, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)
@@ -80,7 +80,7 @@ def test_values_the_statement_carries_are_bound_with_their_types(store: SQLStore
         .returning(executions.c.last_seq, executions.c.progress)
     )
     with store.engine.begin() as conn:
-        [row] = execute(conn, prepare(bump, conn.dialect), {"b_id": execution.id})
+        [row] = execute_many(conn, prepare(bump, conn.dialect), [{"b_id": execution.id}])
     assert (row.last_seq, row.progress) == (execution.last_seq + 5, 0.5)
 
 
@@ -89,7 +89,7 @@ def test_a_naive_datetime_is_refused_as_sqlalchemy_refuses_it(store: SQLStore) -
     statement = prepare(_insert_event(), store.engine.dialect)
     naive = _event(execution.id, 2, occurred_at=datetime(2026, 3, 1, 10, 0))
     with pytest.raises(sa.exc.StatementError, match="naive datetime"), store.engine.begin() as conn:
-        execute(conn, statement, _values(naive))
+        execute_many(conn, statement, [_values(naive)])
     assert store.list_events(execution.id)[-1].seq == 1
 
 
@@ -117,7 +117,7 @@ def test_statement_listeners_see_prepared_statements(store: SQLStore) -> None:
     sa.event.listen(store.engine, "before_cursor_execute", record)
     try:
         with store.engine.begin() as conn:
-            execute(conn, statement, _values(_event(execution.id, 2)))
+            execute_many(conn, statement, [_values(_event(execution.id, 2))])
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", record)
     assert (statement.sql, False) in seen
@@ -137,14 +137,14 @@ def test_postgresql_connection_killed_while_warm_fails_one_prepared_statement_on
     statement = prepare(sa.select(sa.func.pg_backend_pid()), engine.dialect)
     try:
         with engine.connect() as conn:
-            [(backend,)] = execute(conn, statement, {})
+            [(backend,)] = execute_many(conn, statement, [{}])
         with postgres_admin.connect() as admin:
             admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
         with pytest.raises(sa.exc.OperationalError) as raised, engine.connect() as conn:
-            execute(conn, statement, {})
+            execute_many(conn, statement, [{}])
         assert raised.value.connection_invalidated
         with engine.connect() as conn:  # the pool dropped the dead connection
-            [(again,)] = execute(conn, statement, {})
+            [(again,)] = execute_many(conn, statement, [{}])
         assert again != backend
     finally:
         engine.dispose()

@@ -26,18 +26,13 @@ from opsgate.stores.sql import SQLStore
 T = TypeVar("T")
 
 
-def runs_in_process(store: SQLStore) -> bool:
-    """Whether the store's calls may run on the event loop (SQLite)."""
-    return store.engine.dialect.name == "sqlite"
-
-
 async def call_store(store: SQLStore, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``function(*args, **kwargs)``, a call of ``store``: now if it cannot wait, else in a thread.
 
     Only for short calls (one execution's rows, a batch of changes): a long query run here would
     hold up everything else on the event loop.
     """
-    if runs_in_process(store):
+    if store.engine.dialect.name == "sqlite":
         try:
             with not_waiting():
                 return function(*args, **kwargs)

@@ -94,15 +94,11 @@ def prepare(statement: sa.ClauseElement, dialect: sa.Dialect) -> Prepared:
     return Prepared(compiled.string, names, positional, defaults, binders, row, types)
 
 
-def execute(conn: sa.Connection, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
-    """Run ``prepared`` with ``params`` in ``conn``'s transaction; its rows (``[]`` if none)."""
-    return execute_many(conn, prepared, [params])
-
-
 def execute_many(
     conn: sa.Connection, prepared: Prepared, many: Sequence[Mapping[str, Any]]
 ) -> list[Any]:
-    """Run ``prepared`` once per parameter set, in order; all rows, in order.
+    """Run ``prepared`` once per parameter set in ``conn``'s transaction; all rows returned, in
+    order (``[]`` for a statement that returns none).
 
     Several sets go to the driver's ``executemany`` when it can return rows from it (psycopg
     sends them in one pipeline) or none are wanted; sqlite3 runs each in turn (in-process).

@@ -48,6 +48,17 @@ def test_the_sandbox_refuses_unsafe_attributes_and_mutation(expression: str) -> 
     assert CONTEXT["params"]["hosts"] == ["a", "b"]
 
 
+@pytest.mark.parametrize("key", ["items", "keys", "values", "get", "copy", "update", "pop"])
+def test_a_key_named_like_a_dict_method_reads_the_data(key: str) -> None:
+    """A Kubernetes list's ``items``, an API's ``values``: ``outputs.items`` is the output."""
+    context = {"outputs": {key: [1, 2]}, "params": {"env": "prod"}}
+    assert render("{{ outputs." + key + " }}", context) == [1, 2]
+    assert render("{{ outputs." + key + " | length }}", context) == 2
+    assert render("n={% for x in outputs." + key + " %}{{ x }}{% endfor %}", context) == "n=12"
+    assert evaluate("params.get('env') == 'prod'", context) is True  # no such key: the method
+    assert evaluate("params.get('missing', 'x')", context) == "x"
+
+
 def test_conditions_evaluate_to_python_values() -> None:
     assert evaluate("params.n > 2 and params.name == 'web'", CONTEXT) is True
     assert evaluate("params.name in ['db']", CONTEXT) is False

@@ -18,7 +18,23 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from opsgate.windows import in_window
 
-ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox, with data first: ``a.b`` on a mapping that has a key ``b`` is that key.
+
+    Jinja looks up the attribute first, so an output named ``items`` (a Kubernetes list's, say),
+    ``keys``, ``values``, ``get``, ``copy`` or ``update`` read as ``outputs.items`` gave the
+    dict's method instead of the data. Keys that are not there still reach the methods
+    (``params.get('environment')``).
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+ENVIRONMENT = _Environment(undefined=StrictUndefined, autoescape=False)
 ENVIRONMENT.globals["in_window"] = in_window
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{-?(?P<body>.*?)-?\}\}\s*$", re.DOTALL)

@@ -14,6 +14,8 @@ from ruamel.yaml import YAML
 from opsgate.catalog import Catalog
 from opsgate.errors import ConflictError, InvalidParametersError, NotFoundError
 from opsgate.service import Principal, Service
+from opsgate.spec.issues import has_errors
+from opsgate.spec.policies import PolicySet, parse_policy_file
 from opsgate.stores import SQLStore
 from opsgate.stores.sql import utc_now
 from opsgate.worker import Worker
@@ -38,17 +40,42 @@ BLUEPRINTS = """
   concurrency: {on_conflict: reject}
   steps:
     - {id: work, action: scripted, with: {block_file: "BLOCK"}}
+- name: batch
+  version: "1"
+  steps:
+    - {id: work, action: scripted, with: {block_file: "BLOCK"}}
+- name: provision
+  version: "1"
+  parameters:
+    host: {type: string, required: true}
+  concurrency: {locks: ["host:{{ params.host }}"], on_conflict: reject}
+  steps:
+    - {id: work, action: scripted, with: {block_file: "BLOCK"}}
+"""
+#: Two executions of batch at once; deploy and provision (which lock their host) one at a time.
+LIMITS = """
+rules:
+  - id: two-batches
+    match: "blueprint.name == 'batch'"
+    effect: limit
+    limits: {max_concurrent: 2}
+  - id: one-deploy
+    match: "blueprint.name in ['deploy', 'provision']"
+    effect: limit
+    limits: {max_concurrent: 1}
 """
 
 
 @asynccontextmanager
-async def running(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Service, SQLStore]]:
+async def running(
+    database_url: str, tmp_path: Path, policies: PolicySet | None = None
+) -> AsyncIterator[tuple[Service, SQLStore]]:
     block = tmp_path / "release"
     documents = YAML(typ="safe").load(BLUEPRINTS.replace("BLOCK", str(block)))
     specs = [load_spec(document) for document in documents]
     store = SQLStore.open(database_url, clock=utc_now)
     store.migrate()
-    worker = Worker(store, REGISTRY, lease_seconds=5)
+    worker = Worker(store, REGISTRY, lease_seconds=5, policies=policies)
     service = Service(store, Catalog(blueprints={s.name: s for s in specs}), wake=worker.wake)
     async with anyio.create_task_group() as group:
         group.start_soon(worker.run)
@@ -145,6 +172,22 @@ async def test_on_conflict_reject_refuses_while_the_lock_is_held(
         await wait_for(lambda: store.get_execution(again.execution_id).status == "succeeded")
 
 
+async def test_an_execution_is_created_with_its_locks_in_one_transaction(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Not locked in a later call: a worker could claim, run and end the execution in between,
+    and a lock taken after its end would never be released (seen in the suite)."""
+    async with running(database_url, tmp_path) as (service, store):
+        first = await service.execute_workflow(ALICE, "deploy", {"host": "web-1"})
+        second = await service.execute_workflow(ALICE, "deploy", {"host": "web-1"})
+        for started, locked in ((first, "lock.acquired"), (second, "lock.queued")):
+            created, lock = store.list_events(started.execution_id, limit=2)
+            assert (created.type, lock.type) == ("execution.created", locked)
+            assert lock.occurred_at == created.occurred_at  # the same transaction's time
+        (tmp_path / "release").touch()
+        await wait_for(lambda: store.get_execution(second.execution_id).status == "succeeded")
+
+
 async def test_status_and_events_read_models(database_url: str, tmp_path: Path) -> None:
     async with running(database_url, tmp_path) as (service, store):
         (tmp_path / "release").touch()
@@ -188,3 +231,115 @@ async def test_cancelling_a_queued_execution_gives_up_its_place(
         assert store.get_execution(second.execution_id).started_at is None
         types = [e.type for e in store.list_events(second.execution_id, limit=50)]
         assert types == ["execution.created", "lock.queued", "execution.cancelled", "lock.released"]
+
+
+def limits() -> PolicySet:
+    parsed, issues = parse_policy_file(LIMITS, "limits.yaml")
+    assert not has_errors(issues), issues
+    return PolicySet(parsed.rules)
+
+
+async def test_a_policy_max_concurrent_queues_executions_beyond_its_places(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running(database_url, tmp_path, limits()) as (service, store):
+        started = [await service.execute_workflow(ALICE, "batch", {}) for _ in range(3)]
+        ids = [s.execution_id for s in started]
+
+        def with_status(status: str) -> list[str]:
+            return [i for i in ids if store.get_execution(i).status == status]
+
+        def queued() -> list[str]:
+            return [i for i in ids if "lock.queued" in (e.type for e in store.list_events(i))]
+
+        # Decided once the third asked for a place: two run, and it waits (as a row).
+        await wait_for(lambda: len(with_status("running")) == 2 and len(queued()) == 1)
+        [waiting] = queued()  # whichever of the three asked for a place last
+        assert with_status("pending") == [waiting]
+        assert [e.type for e in store.list_events(waiting, limit=10)] == [
+            "execution.created",
+            "lock.queued",
+        ]
+        (tmp_path / "release").touch()
+        await wait_for(lambda: len(with_status("succeeded")) == 3)
+        waited_until = store.get_execution(waiting).started_at
+        ends = [store.get_execution(i).finished_at for i in ids if i != waiting]
+        assert waited_until is not None and None not in ends
+        assert waited_until >= min(end for end in ends if end is not None)
+        acquired = [e for e in store.list_events(waiting, limit=50) if e.type == "lock.acquired"]
+        assert [e.data.get("key") for e in acquired] == ["policy:max_concurrent:batch"]
+
+
+async def test_an_execution_takes_its_policy_place_only_once_it_holds_its_locks(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A place is never held while a lock is waited for: the lock's holder could be waiting
+    for the place (a deadlock). Created straight in the store, as a scheduled fire is, so that
+    the worker takes the blueprint's locks itself (the service takes them at creation)."""
+    async with running(database_url, tmp_path, limits()) as (service, store):
+        spec = service.catalog.blueprints["deploy"]
+        content = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        digest = store.save_snapshot(spec.name, spec.version, content).digest
+        ids = [
+            store.create_execution(
+                workflow_name="deploy",
+                blueprint_digest=digest,
+                parameters={"host": "web-1", "replicas": 2},
+                requested_by="alice",
+            )[0].id
+            for _ in range(2)
+        ]
+        service.wake()
+
+        def locks(execution_id: str) -> list[tuple[str, Any]]:
+            return [
+                (str(e.type), e.data.get("key"))
+                for e in store.list_events(execution_id, limit=50)
+                if e.type.startswith("lock.")
+            ]
+
+        def running_one() -> list[str]:
+            return [i for i in ids if store.get_execution(i).status == "running"]
+
+        # Decided once the other one queued for the host: a place, if it took one, came before.
+        await wait_for(
+            lambda: (
+                len(running_one()) == 1
+                and any(("lock.queued", "host:web-1") in locks(i) for i in ids)
+            )
+        )
+        [holder] = running_one()
+        [waiting] = [i for i in ids if i != holder]
+        place = "policy:max_concurrent:deploy"
+        assert locks(holder) == [("lock.acquired", "host:web-1"), ("lock.acquired", place)]
+        assert locks(waiting) == [("lock.queued", "host:web-1")]  # and no place meanwhile
+        (tmp_path / "release").touch()
+        await wait_for(lambda: store.get_execution(waiting).status == "succeeded")
+        taken = [key for kind, key in locks(waiting) if kind == "lock.acquired"]
+        assert taken == ["host:web-1", place]  # the host (promoted) first, then the place
+
+
+async def test_on_conflict_reject_waits_for_a_policy_place_and_refuses_only_its_own_locks(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A policy's place is waited for even under ``on_conflict: reject`` (seen in CI: the
+    service refused an execution whose worker had already queued for the place)."""
+    async with running(database_url, tmp_path, limits()) as (service, store):
+        first = await service.execute_workflow(ALICE, "provision", {"host": "web-1"})
+        await wait_for(lambda: store.get_execution(first.execution_id).status == "running")
+        other = await service.execute_workflow(ALICE, "provision", {"host": "web-2"})
+        assert other.status == "pending"
+        with pytest.raises(ConflictError, match=r"locks host:web-1 are held by other executions"):
+            await service.execute_workflow(ALICE, "provision", {"host": "web-1"})
+
+        def queued_for_place() -> bool:
+            events = store.list_events(other.execution_id, limit=50)
+            return ("lock.queued", "policy:max_concurrent:provision") in (
+                (e.type, e.data.get("key")) for e in events
+            )
+
+        await wait_for(queued_for_place)
+        assert store.get_execution(other.execution_id).status == "pending"
+        (tmp_path / "release").touch()
+        await wait_for(lambda: store.get_execution(other.execution_id).status == "succeeded")
+        assert store.get_execution(first.execution_id).status == "succeeded"

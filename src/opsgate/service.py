@@ -195,9 +195,17 @@ class Service:
             requested_by=principal.name,
             idempotency_key=idempotency_key,
             fire=fire,
+            locks=[(key, spec.concurrency.max_concurrent) for key in lock_keys(spec, values)]
+            if spec.concurrency is not None
+            else (),
+            refuse_queued=spec.concurrency is not None and spec.concurrency.on_conflict == "reject",
         )
-        if created and spec.concurrency is not None:
-            await self._take_locks(spec, execution, values, principal)
+        if created and execution.status is _E.FAILED:
+            raise ConflictError(
+                f"{spec.name} refuses to queue (on_conflict: reject) and "
+                f"{(execution.error or {}).get('message', 'its locks are held')}; execution "
+                f"{execution.id} was recorded as failed. Try again when they finish."
+            )
         self.wake(execution.id)
         return ExecutionStarted(
             execution_id=execution.id,
@@ -206,52 +214,6 @@ class Service:
             created=created,
             next_step=f"call get_workflow_status(execution_id={execution.id!r}) to follow it",
         )
-
-    async def _take_locks(
-        self,
-        spec: WorkflowSpec,
-        execution: Execution,
-        values: Mapping[str, Any],
-        principal: Principal,
-    ) -> None:
-        """Acquire the blueprint's locks now, so that a refusal (``on_conflict: reject``) reaches
-        the caller; the worker acquires them again before starting (the first call decides)."""
-        assert spec.concurrency is not None
-        keys = lock_keys(spec, values)
-        queued = []
-        for key in keys:
-            holding = await self._call(
-                self.store.acquire_lock,
-                key,
-                execution.id,
-                max_concurrent=spec.concurrency.max_concurrent,
-                actor=principal.name,
-            )
-            if holding.status == "queued":
-                queued.append(key)
-        if queued and spec.concurrency.on_conflict == "reject":
-            error = {
-                "type": "LockConflict",
-                "message": f"locks {', '.join(queued)} are held by other executions",
-            }
-            await self._call(self.store.release_locks, execution.id, actor=principal.name)
-            try:
-                await self._call(
-                    self.store.transition_execution,
-                    execution.id,
-                    Trigger.FAIL,
-                    expected=_E.PENDING,
-                    actor=principal.name,
-                    error=error,
-                    data={"error": error},
-                )
-            except ConflictError:
-                pass  # a worker claimed it meanwhile and refused it first: same outcome
-            raise ConflictError(
-                f"{spec.name} refuses to queue (on_conflict: reject) and lock(s) "
-                f"{', '.join(queued)} are held by other executions; execution {execution.id} "
-                "was recorded as failed. Try again when they finish."
-            )
 
     # ----------------------------------------------------------------- catalog
 

@@ -50,7 +50,7 @@ from opsgate.engine.gates import (
     granted_responses,
     response_schema,
 )
-from opsgate.engine.locks import lock_keys
+from opsgate.engine.locks import lock_keys, policy_lock_key
 from opsgate.engine.retry import Failure, next_attempt_at
 from opsgate.engine.rollback import (
     FINALLY,
@@ -392,6 +392,8 @@ class ExecutionRunner:
         #: once its blueprint and policies are read; until then, assume it can).
         self._may_have_approvals = True
         self._may_hold_locks = True
+        #: The places a policy's ``max_concurrent`` allows the executions of this blueprint.
+        self._policy_places: int | None = None
         # One connection per target for the whole execution (SSH), closed when the runner stops.
         self.connections = Connections()
 
@@ -423,6 +425,8 @@ class ExecutionRunner:
             await self._unresolvable(exc)
             return
         verdict = self._verdict(targets)
+        self._policy_places = verdict.limits.max_concurrent
+        self._may_hold_locks = self._may_hold_locks or self._policy_places is not None
         self.gated = {step.id for step in self.spec.steps if verdict.gates_for(step.id)}
         self._may_have_approvals = bool(self.gated)
         self.conductor = Conductor(
@@ -779,12 +783,14 @@ class ExecutionRunner:
     # ----------------------------------------------------------------- applying decisions
 
     async def _start_execution(self) -> bool:
-        """Take the blueprint's locks, then start; queued behind a holder, wait as a row."""
+        """Take the locks, then start; queued behind a holder, wait as a row."""
         queued = await self._take_locks()
-        if queued and self.spec.concurrency and self.spec.concurrency.on_conflict == "reject":
+        policy_key = policy_lock_key(self.spec.name)
+        conflicts = [key for key in queued if key != policy_key]  # a policy's place is waited for
+        if conflicts and self.spec.concurrency and self.spec.concurrency.on_conflict == "reject":
             error = {
                 "type": "LockConflict",
-                "message": f"locks {', '.join(queued)} are held by other executions",
+                "message": f"locks {', '.join(conflicts)} are held by other executions",
             }
             try:
                 await self._transition(
@@ -802,22 +808,37 @@ class ExecutionRunner:
         return True
 
     async def _take_locks(self) -> list[str]:
-        """Hold or queue for each lock key; the keys still queued for."""
-        if self.spec.concurrency is None:
+        """Hold or queue for each lock key; the keys still queued for.
+
+        The blueprint's keys first (the service took them already when it created the
+        execution), then a policy's place, only once they are all held: an execution holding a
+        place never waits for anything, so no two executions can each hold what the other
+        waits for.
+        """
+        keys = lock_keys(self.spec, self.execution.parameters)
+        if not keys and self._policy_places is None:
             return []
         await self._flush()
         queued = []
-        for key in lock_keys(self.spec, self.execution.parameters):
-            holding = await self.worker.call(
-                self.worker.store.acquire_lock,
-                key,
-                self.execution.id,
-                max_concurrent=self.spec.concurrency.max_concurrent,
-                actor=self.worker.owner,
-            )
-            if holding.status == "queued":
+        if self.spec.concurrency is not None:
+            most = self.spec.concurrency.max_concurrent
+            queued = [key for key in keys if not await self._hold(key, most)]
+        if not queued and self._policy_places is not None:
+            key = policy_lock_key(self.spec.name)
+            if not await self._hold(key, self._policy_places):
                 queued.append(key)
         return queued
+
+    async def _hold(self, key: str, places: int) -> bool:
+        """Hold one of ``places`` on ``key``, or queue for one (``False``)."""
+        holding = await self.worker.call(
+            self.worker.store.acquire_lock,
+            key,
+            self.execution.id,
+            max_concurrent=places,
+            actor=self.worker.owner,
+        )
+        return holding.status != "queued"
 
     async def _apply(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,8 @@ def new_execution(
     parameters: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     deadline_at: datetime | None = None,
+    locks: Sequence[tuple[str, int]] = (),
+    refuse_queued: bool = False,
 ) -> Execution:
     snapshot = store.save_snapshot(workflow_name, "1.2.0", {**BLUEPRINT, "name": workflow_name})
     execution, _created = store.create_execution(
@@ -38,6 +40,8 @@ def new_execution(
         requested_by=requested_by,
         idempotency_key=idempotency_key,
         deadline_at=deadline_at,
+        locks=locks,
+        refuse_queued=refuse_queued,
     )
     return execution
 

@@ -7,9 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from opsgate.engine.statuses import EXECUTION_TERMINAL, ExecutionStatus
+from opsgate.errors import ConflictError, NotFoundError
 from opsgate.models import EventType, Execution, LockStatus
 from opsgate.stores import SQLStore
-from tests.stores.builders import new_execution
+from tests.stores.builders import execution_in, new_execution
 
 KEY = "service:nginx"
 
@@ -74,6 +76,84 @@ def test_releasing_gives_up_every_key_of_the_execution(store: SQLStore) -> None:
         ("host:web-1", web.id),
     ]
     assert store.release_locks(holder.id, actor="w") == []
+
+
+@pytest.mark.parametrize("status", sorted(EXECUTION_TERMINAL))
+def test_an_ended_execution_takes_no_lock_it_could_never_release(
+    store: SQLStore, status: ExecutionStatus
+) -> None:
+    """A late caller (the service, after a worker ran the execution to its end) is refused."""
+    ended = execution_in(store, status)
+    events_before = store.list_events(ended.id, limit=50)
+    with pytest.raises(ConflictError, match=f"it is {status} already"):
+        store.acquire_lock(KEY, ended.id, actor="service")
+    assert store.list_events(ended.id, limit=50) == events_before
+    waiting = new_execution(store)
+    assert store.acquire_lock(KEY, waiting.id, actor="w").status is LockStatus.HELD  # not held
+
+
+def test_locks_taken_at_creation_keep_a_queued_execution_from_being_claimed(
+    store: SQLStore,
+) -> None:
+    holder = new_execution(store, locks=[("host:web-1", 1), ("host:db-1", 1)])
+    waiting = new_execution(store, locks=[("host:web-1", 1)])
+    assert holder.last_seq == 3  # created, then a lock.acquired per key, in one transaction
+    types = [e.type for e in store.list_events(waiting.id, limit=10)]
+    assert types == [EventType.EXECUTION_CREATED, EventType.LOCK_QUEUED]
+    claimed = store.claim_executions("worker-1", lease_seconds=30, limit=10)
+    assert [e.id for e in claimed] == [holder.id]  # the queued one is not claimable
+    for execution, key, status in (
+        (holder, "host:db-1", LockStatus.HELD),
+        (holder, "host:web-1", LockStatus.HELD),
+        (waiting, "host:web-1", LockStatus.QUEUED),
+    ):  # asking again returns the place taken at creation
+        assert store.acquire_lock(key, execution.id, actor="w").status is status
+
+
+def test_refused_at_creation_an_execution_fails_at_once_and_keeps_no_place(
+    store: SQLStore,
+) -> None:
+    """``on_conflict: reject``, decided in the creating transaction: no worker can claim the
+    execution, nor can the places change, between the queueing and the refusal."""
+    holder = new_execution(store, locks=[("host:web-1", 1)])
+    both = [("host:db-1", 1), ("host:web-1", 1)]
+    refused = new_execution(store, locks=both, refuse_queued=True)
+    assert refused.status is ExecutionStatus.FAILED
+    assert refused.error == {
+        "type": "LockConflict",
+        "message": "locks host:web-1 are held by other executions",
+    }
+    events = [(e.type, e.data.get("key")) for e in store.list_events(refused.id, limit=10)]
+    assert events == [
+        (EventType.EXECUTION_CREATED, None),
+        (EventType.LOCK_ACQUIRED, "host:db-1"),
+        (EventType.LOCK_QUEUED, "host:web-1"),
+        (EventType.LOCK_RELEASED, "host:db-1"),
+        (EventType.LOCK_RELEASED, "host:web-1"),
+        (EventType.EXECUTION_FAILED, None),
+    ]
+    claimed = store.claim_executions("w", lease_seconds=30, limit=10)
+    assert [e.id for e in claimed] == [holder.id]
+    # Its places are gone: host:db-1 is free, and the next for host:web-1 is first in line.
+    later = new_execution(store, locks=both)
+    assert store.acquire_lock("host:db-1", later.id, actor="w").status is LockStatus.HELD
+    [promoted] = store.release_locks(holder.id, actor="w")
+    assert (promoted.key, promoted.execution_id) == ("host:web-1", later.id)
+
+
+def test_an_execution_refusing_to_queue_is_created_when_its_locks_are_free(
+    store: SQLStore,
+) -> None:
+    created = new_execution(store, locks=[("host:web-1", 2)], refuse_queued=True)
+    second = new_execution(store, locks=[("host:web-1", 2)], refuse_queued=True)
+    assert (created.status, second.status) == (ExecutionStatus.PENDING, ExecutionStatus.PENDING)
+    third = new_execution(store, locks=[("host:web-1", 2)], refuse_queued=True)
+    assert third.status is ExecutionStatus.FAILED
+
+
+def test_a_lock_for_an_unknown_execution_is_not_found(store: SQLStore) -> None:
+    with pytest.raises(NotFoundError, match="exe_missing"):
+        store.acquire_lock(KEY, "exe_missing", actor="w")
 
 
 def test_a_lock_needs_at_least_one_place(store: SQLStore) -> None:

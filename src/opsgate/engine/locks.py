@@ -1,4 +1,5 @@
-"""Concurrency locks of a blueprint: the keys an execution must hold before it starts."""
+"""Concurrency locks: the keys an execution must hold before it starts (its blueprint's, and
+the place a policy's ``max_concurrent`` gives it among the executions of its blueprint)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,8 @@ def lock_keys(spec: WorkflowSpec, params: Mapping[str, Any]) -> list[str]:
     variables = {"params": dict(params), "data": spec.data}
     keys = [str(render(key, variables)) for key in spec.concurrency.locks]
     return keys or [f"workflow:{spec.name}"]
+
+
+def policy_lock_key(workflow: str) -> str:
+    """The lock whose places a policy's ``limits.max_concurrent`` counts for ``workflow``."""
+    return f"policy:max_concurrent:{workflow}"

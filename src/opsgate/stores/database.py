@@ -16,6 +16,7 @@ message says what to check instead of showing a driver traceback.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ READ_ONLY = "opsgate_read_only"
 #: Set by :func:`not_waiting`.
 NOT_WAITING: ContextVar[bool] = ContextVar("opsgate_not_waiting", default=False)
 _UNDEFINED_TABLE = "42P01"  # PostgreSQL SQLSTATE
+#: In a connection's info: its busy timeout is 0 already (a kept connection).
+_NO_WAIT = "opsgate_no_wait"
 
 
 def create_engine_for(url: str) -> Engine:
@@ -185,20 +188,71 @@ def _ping_when_idle(engine: Engine) -> None:
     event.listen(engine, "checkout", checkout)
 
 
+class KeptConnections:
+    """The SQLite connection that each event-loop thread keeps for its calls under
+    :func:`not_waiting`, with a busy timeout of 0 for good.
+
+    Checking a connection out of the pool and back in cost about 40 µs per transaction, a tenth
+    of a step transition (docs/performance.md). Only calls on an event loop keep one (one or two
+    threads per process), so the pool's other connections stay free for the worker threads.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._all: list[sa.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sa.Connection | None:
+        """This thread's kept connection, if the call may use one: on SQLite, under
+        :func:`not_waiting`, and not already inside a transaction on it."""
+        if not NOT_WAITING.get() or self._engine.dialect.name != "sqlite":
+            return None
+        conn: sa.Connection | None = getattr(self._local, "connection", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._engine.connect()
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA busy_timeout=0")  # on the driver: no autobegin
+            conn.info[_NO_WAIT] = True
+            self._local.connection = conn
+            with self._lock:
+                self._all.append(conn)
+        return None if conn.in_transaction() else conn
+
+    def close(self) -> None:
+        """Close every kept connection (a thread may keep one it no longer uses)."""
+        with self._lock:
+            kept, self._all = self._all, []
+        for conn in kept:
+            conn.invalidate()  # closed, not returned to the pool with its busy timeout of 0
+            conn.close()
+
+
 def _begin_sqlite_transaction(connection: sa.Connection) -> None:
+    """``BEGIN DEFERRED`` for a read-only transaction, else ``BEGIN IMMEDIATE``.
+
+    Sent on the driver's connection (SQLAlchemy's ``exec_driver_sql`` cost 40 µs more per
+    transaction), its failure wrapped as SQLAlchemy would (``database is locked`` becomes an
+    ``OperationalError``).
+    """
     read_only = connection.get_execution_options().get(READ_ONLY, False)
-    if read_only or not NOT_WAITING.get():
-        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
-        return
-    # Take the write lock now or fail at once ("database is locked"), instead of waiting up to
-    # the busy timeout: the caller runs on the event loop and waits in a thread instead.
+    statement = "BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE"
     driver = connection.connection.driver_connection
     assert driver is not None
-    driver.execute("PRAGMA busy_timeout=0")
+    # Under not_waiting(), take the write lock now or fail at once instead of waiting up to the
+    # busy timeout: the caller runs on the event loop and waits in a thread instead.
+    no_wait = not read_only and NOT_WAITING.get() and not connection.info.get(_NO_WAIT)
     try:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    finally:
-        driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if no_wait:
+            driver.execute("PRAGMA busy_timeout=0")
+        try:
+            driver.execute(statement)
+        finally:
+            if no_wait:
+                driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as exc:
+        connection._handle_dbapi_exception(exc, statement, (), None, None)
 
 
 @contextmanager

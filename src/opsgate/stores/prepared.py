@@ -30,43 +30,46 @@ class Prepared:
     """A statement compiled for one database: its text and how to bind and read it."""
 
     sql: str
-    #: Parameter names in the order the driver takes them (positional), or its keys (named).
-    names: tuple[str, ...]
+    #: Whether the driver takes the parameters by position (sqlite3) or by name (psycopg).
     positional: bool
-    #: Values the statement carries itself (literals such as the ``1`` of ``last_seq + 1``).
-    defaults: Mapping[str, Any]
-    binders: Mapping[str, Converter]
+    #: Values the statement carries itself (literals such as the ``1`` of ``last_seq + 1``, or
+    #: the new status of a compare-and-set), converted for the driver once.
+    fixed: Mapping[str, Any]
+    #: Each parameter the caller gives, with its converter (``None``: taken as is).
+    binders: tuple[tuple[str, Converter | None], ...]
+    #: The parameters' names in the driver's order (positional; a name may come twice).
+    order: tuple[str, ...]
     #: The rows' type, or ``None`` for a statement that returns none.
     row: type[Any] | None
     types: tuple[sa.types.TypeEngine[Any], ...]
-    #: The columns' converters, known from the driver's description of the first result.
-    readers: tuple[Converter | None, ...] | None = None
+    #: The columns that need converting (position, converter), known from the driver's
+    #: description of the first result.
+    readers: tuple[tuple[int, Converter], ...] | None = None
 
     def parameters(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         """The driver's parameters for ``params`` (plus the statement's own values)."""
-        merged = {**self.defaults, **params} if self.defaults else params
-        binders = self.binders
-        converted = {
-            name: (binders[name](merged[name]) if name in binders else merged[name])
-            for name in set(self.names)
-        }
-        if self.positional:
-            return [converted[name] for name in self.names]
-        return converted
+        converted = dict(self.fixed)
+        for name, bind in self.binders:
+            converted[name] = params[name] if bind is None else bind(params[name])
+        return [converted[n] for n in self.order] if self.positional else converted
 
     def rows(self, raw: Sequence[Sequence[Any]], cursor: Any, dialect: sa.Dialect) -> list[Any]:
         """The driver's rows as named tuples of converted values."""
         assert self.row is not None
         if self.readers is None:
-            self.readers = tuple(
+            processors = (
                 kind.dialect_impl(dialect).result_processor(dialect, described[1])
                 for kind, described in zip(self.types, cursor.description, strict=True)
             )
+            self.readers = tuple((i, read) for i, read in enumerate(processors) if read is not None)
         make, readers = self.row._make, self.readers
-        return [
-            make(v if read is None else read(v) for read, v in zip(readers, row, strict=True))
-            for row in raw
-        ]
+        rows = []
+        for row in raw:
+            values = list(row)
+            for i, read in readers:
+                values[i] = read(values[i])
+            rows.append(make(values))
+        return rows
 
 
 def prepare(statement: sa.ClauseElement, dialect: sa.Dialect) -> Prepared:
@@ -81,17 +84,25 @@ def prepare(statement: sa.ClauseElement, dialect: sa.Dialect) -> Prepared:
         raise ValueError(f"cannot prepare {compiled.string!r}: its parameter names need escaping")
     positional = bool(compiled.positional)
     names = tuple(compiled.positiontup or ()) if positional else tuple(binds)
-    defaults = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
-    binders = {
-        name: converter
+    converters = {
+        name: bind.type.dialect_impl(dialect).bind_processor(dialect)
         for name, bind in binds.items()
-        if (converter := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     }
+    fixed = {
+        name: _converted(converters[name], bind.effective_value)
+        for name, bind in binds.items()
+        if not bind.required
+    }
+    binders = tuple((name, converters[name]) for name, bind in binds.items() if bind.required)
     columns: list[sa.ColumnElement[Any]] = list(getattr(statement, "exported_columns", ()))
     fields = [str(column.key) for column in columns]
     row = collections.namedtuple("Row", fields, rename=True) if columns else None
     types = tuple(column.type for column in columns)
-    return Prepared(compiled.string, names, positional, defaults, binders, row, types)
+    return Prepared(compiled.string, positional, fixed, binders, names, row, types)
+
+
+def _converted(convert: Converter | None, value: Any) -> Any:
+    return value if convert is None else convert(value)
 
 
 def execute_many(

@@ -51,8 +51,15 @@ BLUEPRINTS = """
   concurrency: {locks: ["host:{{ params.host }}"], on_conflict: reject}
   steps:
     - {id: work, action: scripted, with: {block_file: "BLOCK"}}
+- name: fragile
+  version: "1"
+  parameters:
+    host: {type: string, required: true}
+  concurrency: {locks: ["host:{{ params.host }}"]}
+  steps:
+    - {id: work, action: scripted, with: {outcomes: [{fail: "disk full"}]}}
 """
-#: Two executions of batch at once; deploy and provision (which lock their host) one at a time.
+#: Two executions of batch at once; the others (which lock their host too) one at a time.
 LIMITS = """
 rules:
   - id: two-batches
@@ -60,7 +67,7 @@ rules:
     effect: limit
     limits: {max_concurrent: 2}
   - id: one-deploy
-    match: "blueprint.name in ['deploy', 'provision']"
+    match: "blueprint.name in ['deploy', 'provision', 'fragile']"
     effect: limit
     limits: {max_concurrent: 1}
 """
@@ -75,8 +82,9 @@ async def running(
     specs = [load_spec(document) for document in documents]
     store = SQLStore.open(database_url, clock=utc_now)
     store.migrate()
-    worker = Worker(store, REGISTRY, lease_seconds=5, policies=policies)
-    service = Service(store, Catalog(blueprints={s.name: s for s in specs}), wake=worker.wake)
+    catalog = Catalog(blueprints={s.name: s for s in specs}, policies=policies or PolicySet())
+    worker = Worker(store, REGISTRY, lease_seconds=5, policies=catalog.policies)
+    service = Service(store, catalog, wake=worker.wake)
     async with anyio.create_task_group() as group:
         group.start_soon(worker.run)
         yield service, store
@@ -343,3 +351,43 @@ async def test_on_conflict_reject_waits_for_a_policy_place_and_refuses_only_its_
         (tmp_path / "release").touch()
         await wait_for(lambda: store.get_execution(other.execution_id).status == "succeeded")
         assert store.get_execution(first.execution_id).status == "succeeded"
+
+
+async def test_a_failed_execution_runs_again_only_once_it_holds_its_locks_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Failed, it gave its locks up and another execution may hold them now: retry_step takes
+    them back (and its policy place) with the rerun, or refuses and changes nothing."""
+    async with running(database_url, tmp_path, limits()) as (service, store):
+        failing = await service.execute_workflow(ALICE, "fragile", {"host": "web-1"})
+        await wait_for(lambda: store.get_execution(failing.execution_id).status == "failed")
+        holder = await service.execute_workflow(BOB, "deploy", {"host": "web-1"})
+        await wait_for(lambda: store.get_execution(holder.execution_id).status == "running")
+        before = store.list_events(failing.execution_id, limit=100)
+        with pytest.raises(ConflictError, match=r"host:web-1 .*held by other executions"):
+            await service.retry_step(ALICE, failing.execution_id, "work")
+        assert store.list_events(failing.execution_id, limit=100) == before
+        assert store.get_execution(failing.execution_id).status == "failed"
+
+        (tmp_path / "release").touch()
+        await wait_for(lambda: store.get_execution(holder.execution_id).status == "succeeded")
+        rerun = await service.retry_step(ALICE, failing.execution_id, "work")
+        assert rerun.status == "running"
+
+        def ended_again() -> bool:
+            execution = store.get_execution(failing.execution_id)
+            return execution.status == "failed" and execution.lease_owner is None
+
+        await wait_for(ended_again)
+        events = store.list_events(failing.execution_id, limit=100)[len(before) :]
+        locks = [(e.type, e.data.get("key")) for e in events if e.type.startswith("lock.")]
+        place = "policy:max_concurrent:fragile"
+        assert locks == [
+            ("lock.acquired", "host:web-1"),
+            ("lock.acquired", place),
+            ("lock.released", "host:web-1"),
+            ("lock.released", place),
+        ]
+        assert [e.type for e in events].index("execution.rerun") < [e.type for e in events].index(
+            "lock.acquired"
+        )

@@ -25,7 +25,7 @@ from opsgate.approvals import (
 )
 from opsgate.catalog import Catalog
 from opsgate.engine.gates import digests_for
-from opsgate.engine.locks import lock_keys
+from opsgate.engine.locks import lock_keys, policy_lock_key
 from opsgate.engine.rollback import needs_rollback
 from opsgate.engine.statuses import (
     EXECUTION_MACHINE,
@@ -249,6 +249,22 @@ class Service:
         snapshot = self.store.get_snapshot(execution.blueprint_digest)
         return WorkflowSpec.model_validate(snapshot.content)
 
+    def _locks_of(self, execution: Execution) -> list[tuple[str, int]]:
+        """Every lock an execution holds while it runs: its blueprint's keys, then the place a
+        policy's ``max_concurrent`` gives it (judged for its requester, as the worker does)."""
+        spec = self._spec_of(execution)
+        values = execution.parameters
+        locks = []
+        if spec.concurrency is not None:
+            locks = [(key, spec.concurrency.max_concurrent) for key in lock_keys(spec, values)]
+        requester = Principal(
+            execution.requested_by, self.catalog.roles.roles_of(execution.requested_by)
+        )
+        verdict = self._verdict(requester, spec, values, self._targets(spec, values))
+        if verdict.limits.max_concurrent is not None:
+            locks.append((policy_lock_key(spec.name), verdict.limits.max_concurrent))
+        return locks
+
     async def list_executions(
         self,
         *,
@@ -364,8 +380,15 @@ class Service:
     async def retry_step(
         self, principal: Principal, execution_id: str, step_id: str
     ) -> ExecutionStatusView:
-        """Run a failed step again and continue the execution from there."""
-        await self._call(self.store.rerun_step, execution_id, step_id, actor=principal.name)
+        """Run a failed step again and continue the execution from there.
+
+        A failed execution takes its locks and its policy place back to run again (passed
+        always: it may fail between a read here and the rerun)."""
+        execution = await self._call(self.store.get_execution, execution_id)
+        locks = await self._call(self._locks_of, execution)
+        await self._call(
+            self.store.rerun_step, execution_id, step_id, actor=principal.name, locks=locks
+        )
         self.wake(execution_id)
         return await self.get_workflow_status(execution_id)
 

@@ -689,13 +689,20 @@ class SQLStore:
             return _record(StepRun, row), event
 
     def rerun_step(
-        self, execution_id: str, step_id: str, *, actor: str
+        self,
+        execution_id: str,
+        step_id: str,
+        *,
+        actor: str,
+        locks: Sequence[tuple[str, int]] = (),
     ) -> tuple[Execution, list[StepRun]]:
         """An operator's ``retry_step``: make the step's ended-badly runs pending again.
 
         Runs that failed, timed out, were interrupted or cancelled start afresh (attempts count
         from 1 again; the event keeps the status and attempts they had). A failed execution runs
-        again with them (``execution.rerun``, after their events), in the same transaction; an
+        again with them (``execution.rerun``, after their events), in the same transaction, and
+        takes its ``locks`` (keys and places) back there: it gave them up when it failed, and if
+        another execution holds one now, :class:`ConflictError` and nothing is written. An
         execution that is still active just picks them up. :class:`NotFoundError` for a step
         without runs, :class:`ConflictError` when none of its runs can be rerun,
         :class:`InvalidTransitionError` when the execution cannot run again (succeeded, cancelled,
@@ -743,9 +750,12 @@ class SQLStore:
                     )
                 )
             rows = [row for row, _event in self._write(conn, changes) if row is not None]
-            if len(rows) > len(again):
+            runs_again = len(rows) > len(again)
+            if runs_again:
                 execution = rows.pop()
-            else:  # its last_seq moved with the step runs' events
+            if runs_again and locks:
+                _take_back_locks(conn, execution_id, locks, actor, self._clock())
+            if not runs_again or locks:  # its last_seq moved with the later events
                 execution = _get_row(conn, executions, "execution", execution_id)
         return _record(Execution, execution), [_record(StepRun, row) for row in rows]
 
@@ -2304,6 +2314,23 @@ def _acquire_lock(
     event_type = EventType.LOCK_ACQUIRED if status is LockStatus.HELD else EventType.LOCK_QUEUED
     _lock_event(conn, execution_id, event_type, actor, key, now)
     return _record(LockHolding, row)
+
+
+def _take_back_locks(
+    conn: sa.Connection,
+    execution_id: str,
+    locks: Sequence[tuple[str, int]],
+    actor: str,
+    now: datetime,
+) -> None:
+    """Hold every one of ``locks`` for an execution that runs again, or refuse it."""
+    holdings = [_acquire_lock(conn, key, execution_id, places, actor, now) for key, places in locks]
+    queued = [holding.key for holding in holdings if holding.status == LockStatus.QUEUED]
+    if queued:
+        raise ConflictError(
+            f"execution {execution_id} cannot run again now: locks {', '.join(queued)} are "
+            "held by other executions; retry the step once they finish"
+        )
 
 
 def _release_locks(

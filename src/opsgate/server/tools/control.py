@@ -68,7 +68,7 @@ async def retry_step(
         ),
     ],
 ) -> ExecutionStatusView:
-    """Run a failed (or timed out, interrupted, cancelled) step of an execution again, from attempt 1, and continue the execution from there. Look at the step's error with get_workflow_status first, and fix its cause; the step acts on real systems again."""  # noqa: E501
+    """Run a failed (or timed out, interrupted, cancelled) step of an execution again, from attempt 1, and continue the execution from there. Look at the step's error with get_workflow_status first, and fix its cause; the step acts on real systems again. A failed execution must take its locks back to run again: while another execution holds one, this is refused and nothing changes."""  # noqa: E501
     view = await state_of(ctx).service.retry_step(principal_of(ctx), execution_id, step_id)
     return _fenced(view)
 

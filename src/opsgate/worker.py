@@ -815,13 +815,13 @@ class ExecutionRunner:
         place never waits for anything, so no two executions can each hold what the other
         waits for.
         """
-        keys = lock_keys(self.spec, self.execution.parameters)
-        if not keys and self._policy_places is None:
+        if self.spec.concurrency is None and self._policy_places is None:
             return []
         await self._flush()
         queued = []
         if self.spec.concurrency is not None:
             most = self.spec.concurrency.max_concurrent
+            keys = lock_keys(self.spec, self.execution.parameters)
             queued = [key for key in keys if not await self._hold(key, most)]
         if not queued and self._policy_places is not None:
             key = policy_lock_key(self.spec.name)

@@ -171,6 +171,34 @@ def test_an_execution_and_its_fire_are_created_together_or_not_at_all(store: SQL
     assert [e for e in store.list_events(execution.id) if e.type is EventType.LOCK_ACQUIRED]
 
 
+def test_a_fire_refused_for_a_held_lock_is_recorded_and_the_schedule_moves_on(
+    store: SQLStore,
+) -> None:
+    """``on_conflict: reject``: the fire is decided (not fired again next round), its
+    execution failed, and no place is kept, the schedule's own included."""
+    holder = new_execution(store, locks=[("service:nginx", 1)])
+    schedule = new_schedule(store, next_fire_at=FIRE_AT)
+    tomorrow = FIRE_AT + timedelta(days=1)
+    fire = NewFire(schedule_id=schedule.id, fire_at=FIRE_AT, next_fire_at=tomorrow, queue=True)
+    snapshot = store.save_snapshot("restart_service", "1.2.0", BLUEPRINT)
+    refused, created = store.create_execution(
+        workflow_name="restart_service",
+        blueprint_digest=snapshot.digest,
+        parameters={"service": "nginx"},
+        requested_by="alice",
+        fire=fire,
+        locks=[("service:nginx", 1)],
+        refuse_queued=True,
+    )
+    assert (created, refused.status) == (True, ExecutionStatus.FAILED)
+    [recorded] = _fires(store, schedule.id)
+    assert (recorded.outcome, recorded.execution_id) == (FireOutcome.STARTED, refused.id)
+    assert store.get_schedule(schedule.id).next_fire_at == tomorrow
+    released = [e.data["key"] for e in store.list_events(refused.id) if e.type == "lock.released"]
+    assert released == [f"schedule:{schedule.id}", "service:nginx"]
+    assert store.release_locks(holder.id, actor="test") == []  # nobody left waiting
+
+
 def test_due_schedules_are_the_enabled_ones_whose_fire_has_come(store: SQLStore) -> None:
     due = new_schedule(store, next_fire_at=FIRE_AT)
     later = new_schedule(store, next_fire_at=FIRE_AT + timedelta(seconds=1))

@@ -410,8 +410,13 @@ class SQLStore:
                 _acquire_lock(conn, key, execution_id, places, requested_by, now)
                 for key, places in locks
             ]
+            if fire is not None:
+                _record_fire(conn, fire, FireOutcome.STARTED, execution_id, _SCHEDULER, now)
+                if fire.queue:
+                    key = f"schedule:{fire.schedule_id}"
+                    _acquire_lock(conn, key, execution_id, 1, _SCHEDULER, now)
             queued = [holding.key for holding in holdings if holding.status == LockStatus.QUEUED]
-            if queued and refuse_queued:
+            if queued and refuse_queued:  # a refused fire is still recorded: it was decided
                 _release_locks(conn, execution_id, requested_by, now)
                 error = {
                     "type": "LockConflict",
@@ -428,11 +433,6 @@ class SQLStore:
                 [(row, _event)] = self._write(conn, [refusal])
                 assert row is not None
                 return _record(Execution, row), True
-            if fire is not None:
-                _record_fire(conn, fire, FireOutcome.STARTED, execution_id, _SCHEDULER, now)
-                if fire.queue:
-                    key = f"schedule:{fire.schedule_id}"
-                    _acquire_lock(conn, key, execution_id, 1, _SCHEDULER, now)
             if locks or fire is not None:
                 row = _get_row(conn, executions, "execution", execution_id)
             return _record(Execution, row), True

@@ -156,6 +156,8 @@ async def test_a_held_lock_queues_the_next_execution_until_released(
             )
         )
         assert status(second.execution_id) == "pending"
+        view = await service.get_workflow_status(second.execution_id)
+        assert view.current_sub_task == "waiting for lock host:web-1, held by others"
         (tmp_path / "release").touch()
         await wait_for(lambda: status(second.execution_id) == "succeeded")
         assert status(first.execution_id) == "succeeded"

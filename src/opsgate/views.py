@@ -52,7 +52,9 @@ class ExecutionStatusView(View):
     progress: float = Field(description="percentage of the work done")
     current_step: str | None = Field(description="a step running now, if any")
     current_steps: list[str] = Field(description="every step running now")
-    current_sub_task: str | None = Field(description="what the running action last reported")
+    current_sub_task: str | None = Field(
+        description="what the running action last reported, or the lock a pending run waits for"
+    )
     steps_completed: int
     total_steps: int
     requested_by: str

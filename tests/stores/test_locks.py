@@ -27,6 +27,21 @@ def test_the_first_comer_holds_the_lock_and_the_next_ones_queue(store: SQLStore)
     assert store.list_events(second.id)[-1].data == {"key": KEY}
 
 
+def test_a_queued_execution_says_what_it_waits_for_until_it_stops_waiting(
+    store: SQLStore,
+) -> None:
+    holder, promoted, given_up = new_execution(store), new_execution(store), new_execution(store)
+    for execution in (holder, promoted, given_up):
+        store.acquire_lock(KEY, execution.id, actor="w")
+    waiting = f"waiting for lock {KEY}, held by others"
+    assert store.get_execution(holder.id).current_sub_task is None
+    assert store.get_execution(promoted.id).current_sub_task == waiting
+    store.release_locks(given_up.id, actor="w")  # cancelled while it waited
+    assert store.get_execution(given_up.id).current_sub_task is None
+    store.release_locks(holder.id, actor="w")
+    assert store.get_execution(promoted.id).current_sub_task is None
+
+
 def test_a_lock_admits_up_to_its_limit(store: SQLStore) -> None:
     executions = [new_execution(store) for _ in range(3)]
     statuses = [
@@ -118,7 +133,7 @@ def test_refused_at_creation_an_execution_fails_at_once_and_keeps_no_place(
     holder = new_execution(store, locks=[("host:web-1", 1)])
     both = [("host:db-1", 1), ("host:web-1", 1)]
     refused = new_execution(store, locks=both, refuse_queued=True)
-    assert refused.status is ExecutionStatus.FAILED
+    assert (refused.status, refused.current_sub_task) == (ExecutionStatus.FAILED, None)
     assert refused.error == {
         "type": "LockConflict",
         "message": "locks host:web-1 are held by other executions",

@@ -2311,8 +2311,11 @@ def _acquire_lock(
         )
         .returning(*locks.c)
     ).one()
-    event_type = EventType.LOCK_ACQUIRED if status is LockStatus.HELD else EventType.LOCK_QUEUED
-    _lock_event(conn, execution_id, event_type, actor, key, now)
+    if status is LockStatus.HELD:
+        _lock_event(conn, execution_id, EventType.LOCK_ACQUIRED, actor, key, now)
+    else:  # a pending execution's status says what it waits for
+        waiting = ExecutionChanges(current_sub_task=f"waiting for lock {key}, held by others")
+        _lock_event(conn, execution_id, EventType.LOCK_QUEUED, actor, key, now, waiting)
     return _record(LockHolding, row)
 
 
@@ -2337,23 +2340,22 @@ def _release_locks(
     conn: sa.Connection, execution_id: str, actor: str, now: datetime
 ) -> list[LockHolding]:
     """:meth:`SQLStore.release_locks` inside ``conn``'s transaction."""
-    keys = (
-        conn.execute(
-            sa.select(locks.c.key).where(locks.c.execution_id == execution_id).order_by(locks.c.key)
-        )
-        .scalars()
-        .all()
-    )
+    places = conn.execute(
+        sa.select(locks.c.key, locks.c.status)
+        .where(locks.c.execution_id == execution_id)
+        .order_by(locks.c.key)
+    ).all()
     # Every key first, in sorted order, before any execution row is locked: so two releases,
     # or a release and an acquire, never wait for each other in opposite orders.
-    for key in keys:
+    for key, _status in places:
         _serialize_on_lock_key(conn, key)
     promoted: list[LockHolding] = []
-    for key in keys:
+    for key, status in places:
         conn.execute(
             sa.delete(locks).where(locks.c.key == key, locks.c.execution_id == execution_id)
         )
-        _lock_event(conn, execution_id, EventType.LOCK_RELEASED, actor, key, now)
+        waited = ExecutionChanges(current_sub_task=None) if status == LockStatus.QUEUED else None
+        _lock_event(conn, execution_id, EventType.LOCK_RELEASED, actor, key, now, waited)
         promoted += _promote_queued(conn, key, actor, now)
     return promoted
 
@@ -2376,11 +2378,12 @@ def _lock_event(
     actor: str,
     key: str,
     now: datetime,
+    changes: ExecutionChanges | None = None,
 ) -> None:
     _insert_event(
         conn,
         execution_id=execution_id,
-        seq=_next_seq(conn, execution_id, now, {}),
+        seq=_next_seq(conn, execution_id, now, changes or {}),
         event_type=event_type,
         actor=actor,
         occurred_at=now,
@@ -2438,7 +2441,8 @@ def _promote_queued(conn: sa.Connection, key: str, actor: str, now: datetime) ->
             .values(status=LockStatus.HELD, acquired_at=now)
             .returning(*locks.c)
         ).one()
-        _lock_event(conn, waiting.execution_id, EventType.LOCK_ACQUIRED, actor, key, now)
+        done = ExecutionChanges(current_sub_task=None)  # no longer waiting
+        _lock_event(conn, waiting.execution_id, EventType.LOCK_ACQUIRED, actor, key, now, done)
         promoted.append(_record(LockHolding, row))
         held += 1
     return promoted

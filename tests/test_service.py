@@ -85,11 +85,13 @@ async def running(
     catalog = Catalog(blueprints={s.name: s for s in specs}, policies=policies or PolicySet())
     worker = Worker(store, REGISTRY, lease_seconds=5, policies=catalog.policies)
     service = Service(store, catalog, wake=worker.wake)
-    async with anyio.create_task_group() as group:
-        group.start_soon(worker.run)
-        yield service, store
-        group.cancel_scope.cancel()
-    store.close()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            yield service, store
+            group.cancel_scope.cancel()
+    finally:
+        store.close()  # also when the test failed: no connection is left for a later test
 
 
 async def wait_for(predicate: Any) -> None:
@@ -97,6 +99,17 @@ async def wait_for(predicate: Any) -> None:
     with anyio.fail_after(10):
         while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.01)
+
+
+async def wait_let_go(store: SQLStore, execution_id: str, status: str) -> None:
+    """Until the execution ended as ``status`` and its worker let go: its locks are released
+    after the terminal transition, then its lease, so a new lock-taker must wait for this."""
+
+    def let_go() -> bool:
+        execution = store.get_execution(execution_id)
+        return execution.status == status and execution.lease_owner is None
+
+    await wait_for(let_go)
 
 
 async def test_the_same_idempotency_key_returns_the_same_execution(
@@ -177,7 +190,7 @@ async def test_on_conflict_reject_refuses_while_the_lock_is_held(
         refused = [e for e in store.list_executions(limit=10).items if e.id != first.execution_id]
         assert [str(e.status) for e in refused] == ["failed"]
         (tmp_path / "release").touch()
-        await wait_for(lambda: store.get_execution(first.execution_id).status == "succeeded")
+        await wait_let_go(store, first.execution_id, "succeeded")
         again = await service.execute_workflow(ALICE, "exclusive", {})
         await wait_for(lambda: store.get_execution(again.execution_id).status == "succeeded")
 
@@ -202,12 +215,7 @@ async def test_status_and_events_read_models(database_url: str, tmp_path: Path) 
     async with running(database_url, tmp_path) as (service, store):
         (tmp_path / "release").touch()
         started = await service.execute_workflow(ALICE, "deploy", {"host": "web-1"})
-
-        def closed() -> bool:  # ended, and its worker has let go (locks released)
-            execution = store.get_execution(started.execution_id)
-            return execution.status == "succeeded" and execution.lease_owner is None
-
-        await wait_for(closed)
+        await wait_let_go(store, started.execution_id, "succeeded")
         view = await service.get_workflow_status(started.execution_id)
         assert (view.status, view.progress, view.steps_completed, view.total_steps) == (
             "succeeded",
@@ -362,7 +370,7 @@ async def test_a_failed_execution_runs_again_only_once_it_holds_its_locks_again(
     them back (and its policy place) with the rerun, or refuses and changes nothing."""
     async with running(database_url, tmp_path, limits()) as (service, store):
         failing = await service.execute_workflow(ALICE, "fragile", {"host": "web-1"})
-        await wait_for(lambda: store.get_execution(failing.execution_id).status == "failed")
+        await wait_let_go(store, failing.execution_id, "failed")
         holder = await service.execute_workflow(BOB, "deploy", {"host": "web-1"})
         await wait_for(lambda: store.get_execution(holder.execution_id).status == "running")
         before = store.list_events(failing.execution_id, limit=100)
@@ -372,15 +380,10 @@ async def test_a_failed_execution_runs_again_only_once_it_holds_its_locks_again(
         assert store.get_execution(failing.execution_id).status == "failed"
 
         (tmp_path / "release").touch()
-        await wait_for(lambda: store.get_execution(holder.execution_id).status == "succeeded")
+        await wait_let_go(store, holder.execution_id, "succeeded")
         rerun = await service.retry_step(ALICE, failing.execution_id, "work")
         assert rerun.status == "running"
-
-        def ended_again() -> bool:
-            execution = store.get_execution(failing.execution_id)
-            return execution.status == "failed" and execution.lease_owner is None
-
-        await wait_for(ended_again)
+        await wait_let_go(store, failing.execution_id, "failed")
         events = store.list_events(failing.execution_id, limit=100)[len(before) :]
         locks = [(e.type, e.data.get("key")) for e in events if e.type.startswith("lock.")]
         place = "policy:max_concurrent:fragile"

@@ -42,6 +42,21 @@ def test_a_queued_execution_says_what_it_waits_for_until_it_stops_waiting(
     assert store.get_execution(promoted.id).current_sub_task is None
 
 
+def test_promoted_for_one_lock_an_execution_still_says_it_waits_for_another(
+    store: SQLStore,
+) -> None:
+    web, db = new_execution(store, locks=[("host:web-1", 1)]), new_execution(store)
+    store.acquire_lock("host:db-1", db.id, actor="w")
+    both = new_execution(store, locks=[("host:db-1", 1), ("host:web-1", 1)])
+    store.release_locks(db.id, actor="w")
+    assert store.get_execution(both.id).current_sub_task == (
+        "waiting for lock host:web-1, held by others"
+    )
+    store.release_locks(web.id, actor="w")
+    assert store.get_execution(both.id).current_sub_task is None
+    assert both.id in [e.id for e in store.claim_executions("w", lease_seconds=30, limit=5)]
+
+
 def test_a_lock_admits_up_to_its_limit(store: SQLStore) -> None:
     executions = [new_execution(store) for _ in range(3)]
     statuses = [

@@ -2313,9 +2313,8 @@ def _acquire_lock(
     ).one()
     if status is LockStatus.HELD:
         _lock_event(conn, execution_id, EventType.LOCK_ACQUIRED, actor, key, now)
-    else:  # a pending execution's status says what it waits for
-        waiting = ExecutionChanges(current_sub_task=f"waiting for lock {key}, held by others")
-        _lock_event(conn, execution_id, EventType.LOCK_QUEUED, actor, key, now, waiting)
+    else:
+        _lock_event(conn, execution_id, EventType.LOCK_QUEUED, actor, key, now, _waiting_for(key))
     return _record(LockHolding, row)
 
 
@@ -2358,6 +2357,11 @@ def _release_locks(
         _lock_event(conn, execution_id, EventType.LOCK_RELEASED, actor, key, now, waited)
         promoted += _promote_queued(conn, key, actor, now)
     return promoted
+
+
+def _waiting_for(key: str) -> ExecutionChanges:
+    """What a pending execution queued for ``key`` shows as its sub-task."""
+    return ExecutionChanges(current_sub_task=f"waiting for lock {key}, held by others")
 
 
 def _lock_counts(conn: sa.Connection, key: str) -> tuple[int, int]:
@@ -2441,7 +2445,15 @@ def _promote_queued(conn: sa.Connection, key: str, actor: str, now: datetime) ->
             .values(status=LockStatus.HELD, acquired_at=now)
             .returning(*locks.c)
         ).one()
-        done = ExecutionChanges(current_sub_task=None)  # no longer waiting
+        other = conn.execute(
+            sa.select(locks.c.key)
+            .where(
+                locks.c.execution_id == waiting.execution_id, locks.c.status == LockStatus.QUEUED
+            )
+            .order_by(locks.c.key)
+            .limit(1)
+        ).scalar()
+        done = ExecutionChanges(current_sub_task=None) if other is None else _waiting_for(other)
         _lock_event(conn, waiting.execution_id, EventType.LOCK_ACQUIRED, actor, key, now, done)
         promoted.append(_record(LockHolding, row))
         held += 1

@@ -99,11 +99,13 @@ async def serving(database_url: str) -> AsyncIterator[tuple[Service, SQLStore]]:
     worker = Worker(store, REGISTRY, lease_seconds=5)
     service = Service(store, Catalog(blueprints={s.name: s for s in specs}), wake=worker.wake)
     worker.children = partial(ServiceChildren, service)
-    async with anyio.create_task_group() as group:
-        group.start_soon(worker.run)
-        yield service, store
-        group.cancel_scope.cancel()
-    store.close()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            yield service, store
+            group.cancel_scope.cancel()
+    finally:
+        store.close()  # also when the test failed: no connection is left for a later test
 
 
 async def until_ended(store: SQLStore, execution_id: str) -> str:

@@ -97,11 +97,13 @@ async def harness(tmp_path: Path, blueprint: str, *extra: Action[Any]) -> AsyncI
     store.migrate()
     worker = Worker(store, registry, lease_seconds=5)
     service = Service(store, Catalog(blueprints={spec.name: spec}), wake=worker.wake)
-    async with anyio.create_task_group() as group:
-        group.start_soon(worker.run)
-        yield Harness(store, service, worker, block)
-        group.cancel_scope.cancel()
-    store.close()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            yield Harness(store, service, worker, block)
+            group.cancel_scope.cancel()
+    finally:
+        store.close()  # also when the test failed: no connection is left for a later test
 
 
 async def test_cancel_with_cleanup_stops_the_running_step_and_rolls_back(tmp_path: Path) -> None:

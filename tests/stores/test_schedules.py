@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -180,17 +181,8 @@ def test_a_fire_refused_for_a_held_lock_is_recorded_and_the_schedule_moves_on(
     schedule = new_schedule(store, next_fire_at=FIRE_AT)
     tomorrow = FIRE_AT + timedelta(days=1)
     fire = NewFire(schedule_id=schedule.id, fire_at=FIRE_AT, next_fire_at=tomorrow, queue=True)
-    snapshot = store.save_snapshot("restart_service", "1.2.0", BLUEPRINT)
-    refused, created = store.create_execution(
-        workflow_name="restart_service",
-        blueprint_digest=snapshot.digest,
-        parameters={"service": "nginx"},
-        requested_by="alice",
-        fire=fire,
-        locks=[("service:nginx", 1)],
-        refuse_queued=True,
-    )
-    assert (created, refused.status) == (True, ExecutionStatus.FAILED)
+    refused = _fired_execution(store, fire, locks=[("service:nginx", 1)], refuse_queued=True)
+    assert refused.status is ExecutionStatus.FAILED
     [recorded] = _fires(store, schedule.id)
     assert (recorded.outcome, recorded.execution_id) == (FireOutcome.STARTED, refused.id)
     assert store.get_schedule(schedule.id).next_fire_at == tomorrow
@@ -244,7 +236,13 @@ def test_active_executions_of_a_schedule_are_the_ones_not_ended(store: SQLStore)
     assert store.active_schedule_executions(schedule.id) == []
 
 
-def _fired_execution(store: SQLStore, fire: NewFire) -> Execution:
+def _fired_execution(
+    store: SQLStore,
+    fire: NewFire,
+    *,
+    locks: Sequence[tuple[str, int]] = (),
+    refuse_queued: bool = False,
+) -> Execution:
     snapshot = store.save_snapshot("restart_service", "1.2.0", BLUEPRINT)
     execution, created = store.create_execution(
         workflow_name="restart_service",
@@ -252,6 +250,8 @@ def _fired_execution(store: SQLStore, fire: NewFire) -> Execution:
         parameters={"service": "nginx"},
         requested_by="alice",
         fire=fire,
+        locks=locks,
+        refuse_queued=refuse_queued,
     )
     assert created
     return execution
